@@ -1,0 +1,65 @@
+package consensus
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+)
+
+// BenchmarkElectionAfterLeaderKill measures, per trial, the time from
+// stopping the leader of a 3-server group (raft shutdown: it sends nothing
+// more, as after a crash) to another server being leader, then restarts
+// the old leader from its data dir. It reports p50, p99 and max over b.N
+// trials:
+//
+//	go test ./agent/consensus -run '^$' -bench ElectionAfterLeaderKill -benchtime 30x
+func BenchmarkElectionAfterLeaderKill(b *testing.B) {
+	for _, m := range []int{1, 2} {
+		b.Run(fmt.Sprintf("multiplier=%d", m), func(b *testing.B) {
+			nodes := newCluster(b, 3, multiplier(m))
+			samples := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				apply(b, nodes, fmt.Sprintf("trial=%d", i))
+				leader := waitLeader(b, nodes, 10*time.Second)
+				// Let every follower hear a heartbeat or two after the
+				// restart of the previous trial.
+				time.Sleep(2 * leader.node.Timings().HeartbeatTimeout)
+				b.StartTimer()
+
+				start := time.Now()
+				leader.stop()
+				var elected time.Duration
+				deadline := start.Add(10 * time.Second)
+				for elected == 0 {
+					for _, tn := range running(nodes) {
+						if tn.node.IsLeader() {
+							elected = time.Since(start)
+						}
+					}
+					if time.Now().After(deadline) {
+						b.Fatal("no new leader within 10s")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				samples = append(samples, elected)
+
+				b.StopTimer()
+				leader.start()
+				waitLeader(b, nodes, 10*time.Second)
+				b.StartTimer()
+			}
+			b.StopTimer()
+			sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+			pct := func(p float64) time.Duration { return samples[int(p*float64(len(samples)-1)+0.5)] }
+			b.ReportMetric(float64(pct(0.5).Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-ms")
+			b.ReportMetric(float64(samples[len(samples)-1].Milliseconds()), "max-ms")
+			b.ReportMetric(0, "ns/op")
+			b.Logf("multiplier %d: %d trials, election after leader kill p50 %v p99 %v max %v (timings %+v)",
+				m, len(samples), pct(0.5), pct(0.99), samples[len(samples)-1], nodes[0].node.Timings())
+		})
+	}
+}

@@ -1,0 +1,187 @@
+package consensus
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgbattery/pgbattery/test/testutil"
+)
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// nodeTLS issues a node certificate (server and client auth, the node's IP
+// as SAN) and returns the node's raft TLS configuration.
+func (ca *testCA) nodeTLS(t *testing.T, cn, ip string) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		RootCAs:      ca.pool,
+	}
+}
+
+// tlsNode starts a node whose certificate ca issued.
+func tlsNode(t *testing.T, ca *testCA, id string, opts ...nodeOpt) *testNode {
+	t.Helper()
+	addr := testutil.Addr(t)
+	opts = append([]nodeOpt{
+		tweak(func(c *Config) { c.BindAddr = addr }),
+		withTLS(ca.nodeTLS(t, "node-"+id, addr)),
+	}, opts...)
+	return newTestNode(t, id, opts...)
+}
+
+func TestMutualTLS(t *testing.T) {
+	cluster := newTestCA(t, "cluster CA")
+	other := newTestCA(t, "some other CA")
+
+	nodes := []*testNode{tlsNode(t, cluster, "s1"), tlsNode(t, cluster, "s2"), tlsNode(t, cluster, "s3")}
+	var servers []Server
+	for _, tn := range nodes {
+		servers = append(servers, tn.server())
+	}
+	for _, tn := range nodes {
+		if ok, err := tn.node.MaybeBootstrap(servers); err != nil || !ok {
+			t.Fatalf("bootstrapping %s: %v %v", tn.cfg.NodeID, ok, err)
+		}
+	}
+	apply(t, nodes, "over=tls")
+
+	// A member of the cluster with a cluster certificate joins.
+	good := tlsNode(t, cluster, "c1", nonServer())
+	// One whose certificate another CA issued, and one without TLS, do not.
+	foreign := tlsNode(t, other, "x1", nonServer())
+	plain := newTestNode(t, "x2", nonServer())
+
+	leader := waitLeader(t, nodes, 10*time.Second)
+	for _, tn := range []*testNode{good, foreign, plain} {
+		if err := leader.node.AddNonvoter(ctxTimeout(t, 10*time.Second), tn.cfg.NodeID, tn.node.Address()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(t, nodes, "after=join")
+	waitFor(t, 10*time.Second, "the cluster-CA non-voter to replicate", func() bool { return good.fsm.len() == 2 })
+
+	// The leader keeps trying the intruders for a while; none of it may
+	// reach them, and the failure must be logged as what it is.
+	waitFor(t, 10*time.Second, "the TLS rejections to be logged", func() bool {
+		var cluster string
+		for _, tn := range nodes {
+			cluster += tn.logs.String()
+		}
+		return strings.Contains(cluster, "not from the cluster CA") && // the foreign node's server certificate
+			strings.Contains(foreign.logs.String(), "rejected raft connection: TLS handshake failed") && // the leader's client certificate at the foreign node
+			strings.Contains(cluster, "raft TLS handshake with peer failed") // the plain node does not speak TLS
+	})
+	for _, tn := range append([]*testNode{foreign}, nodes...) {
+		if line := firstLine(tn.logs.String(), "TLS handshake"); line != "" {
+			t.Logf("%s logged: %s", tn.cfg.NodeID, line)
+		}
+	}
+	time.Sleep(4 * leader.node.Timings().HeartbeatTimeout)
+	for _, tn := range []*testNode{foreign, plain} {
+		if n := tn.fsm.len(); n != 0 || tn.node.HasExistingState() {
+			t.Errorf("%s received raft data through TLS it should not pass: %d keys", tn.cfg.NodeID, n)
+		}
+		if _, id := tn.node.Leader(); id != "" {
+			t.Errorf("%s learnt of leader %s", tn.cfg.NodeID, id)
+		}
+	}
+
+	// A plain-TCP client cannot talk raft to a TLS server either: a raw
+	// connection gets no answer and is dropped.
+	conn, err := net.DialTimeout("tcp", leader.node.Address(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte{0, 0, 0, 0, 0, 0, 0, 0}) // not a TLS ClientHello
+	buf := make([]byte, 64)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			break // closed by the server: good
+		}
+		if n > 0 && buf[0] != 0x15 { // 0x15: a TLS alert record is all it may send
+			t.Fatalf("TLS raft server answered a plaintext client with %x", buf[:n])
+		}
+	}
+
+	// The cluster carries on.
+	for _, id := range []string{"x1", "x2"} {
+		leader = waitLeader(t, nodes, 10*time.Second)
+		if err := leader.node.RemoveServer(ctxTimeout(t, 10*time.Second), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(t, nodes, "still=ok")
+	waitFor(t, 10*time.Second, "the good non-voter to keep replicating", func() bool { return good.fsm.len() == 3 })
+}
+
+func firstLine(logs, substr string) string {
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, substr) {
+			return l
+		}
+	}
+	return ""
+}

@@ -1,0 +1,560 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pgbattery/pgbattery/gateway/sqlclass"
+)
+
+// PreparedStatement is a named extended-protocol prepared statement, enough
+// to prepare it again on another server.
+type PreparedStatement struct {
+	Query     string
+	ParamOIDs []uint32
+}
+
+// SessionState is what the gateway knows about a session's server-side
+// state: what a migration must replay, and what forbids one.
+type SessionState struct {
+	// TxStatus is the last ReadyForQuery status: 'I' idle, 'T' in a
+	// transaction, 'E' in a failed transaction.
+	TxStatus byte
+	// InFlight counts requests (Query, Sync, FunctionCall) sent to the back
+	// end and not yet answered with ReadyForQuery.
+	InFlight int
+	// Copy is set while a COPY is in progress.
+	Copy bool
+	// Prepared holds the named protocol-level prepared statements.
+	Prepared map[string]PreparedStatement
+	// SQLPrepared holds SQL-level PREPAREs: name → the PREPARE statement.
+	SQLPrepared map[string]string
+	// Settings holds committed session-level SETs: parameter → the SET
+	// statement that set it, to replay as is.
+	Settings map[string]string
+	// Reported holds the last ParameterStatus value of every reported
+	// parameter.
+	Reported map[string]string
+	// Listen is the sorted list of channels the session listens on.
+	Listen []string
+	// Pins is what binds the session to its server (see sqlclass.Pin).
+	// PinSessionState is also set when the gateway lost track of the
+	// session's protocol state.
+	Pins sqlclass.Pin
+}
+
+// expectation kinds: what response a request still waits for, in order.
+type expKind uint8
+
+const (
+	expParse   expKind = iota + 1 // ParseComplete
+	expBind                       // BindComplete
+	expClose                      // CloseComplete
+	expExecute                    // CommandComplete / EmptyQuery / PortalSuspended
+	expStmt                       // one statement of a simple Query
+	expSync                       // ReadyForQuery ending a Sync or Query or FunctionCall
+)
+
+type expect struct {
+	kind      expKind
+	name      string    // Parse / Close: statement or portal name
+	closeKind byte      // Close: 'S' or 'P'
+	stmt      *stmtInfo // Parse: the statement; Execute: the statement run
+	st        sqlclass.Statement
+	text      string // expStmt: statement text, kept for session-state kinds
+}
+
+// stmtInfo is a prepared statement as the tracker sees it.
+type stmtInfo struct {
+	query string
+	oids  []uint32
+	class sqlclass.Statement
+}
+
+// change is a transactional session-state change, applied at commit.
+type change struct {
+	kind sqlclass.Kind
+	name string
+	text string
+	all  bool
+}
+
+// maxExpectations bounds the response queue; beyond it the tracker gives up
+// (and pins the session) rather than grow without limit.
+const maxExpectations = 1 << 16
+
+// tracker follows a session's protocol traffic in both directions and keeps
+// the SessionState. Client-side methods are called in the order requests go
+// to the back end, server-side ones in the order responses come back.
+type tracker struct {
+	mu sync.Mutex
+
+	txStatus byte
+	inFlight int
+	copy     bool
+
+	prepared    map[string]*stmtInfo
+	sqlPrepared map[string]string
+	settings    map[string]string
+	reported    map[string]string
+	listen      map[string]struct{}
+	pins        sqlclass.Pin
+	lost        bool
+
+	queue []expect
+	head  int
+
+	pending      []change
+	errorInCycle bool
+
+	// unnamed is the latest unnamed statement; portals maps named portals
+	// to their statements, unnamedPortal the unnamed portal's.
+	unnamed       *stmtInfo
+	portals       map[string]*stmtInfo
+	unnamedPortal *stmtInfo
+
+	split []sqlclass.Statement // reused by query()
+}
+
+func newTracker() *tracker {
+	return &tracker{
+		txStatus:    'I',
+		prepared:    map[string]*stmtInfo{},
+		sqlPrepared: map[string]string{},
+		settings:    map[string]string{},
+		reported:    map[string]string{},
+		listen:      map[string]struct{}{},
+	}
+}
+
+// State returns a deep copy of the tracked state.
+func (t *tracker) State() SessionState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := SessionState{
+		TxStatus:    t.txStatus,
+		InFlight:    t.inFlight,
+		Copy:        t.copy,
+		Prepared:    make(map[string]PreparedStatement, len(t.prepared)),
+		SQLPrepared: make(map[string]string, len(t.sqlPrepared)),
+		Settings:    make(map[string]string, len(t.settings)),
+		Reported:    make(map[string]string, len(t.reported)),
+		Pins:        t.pins,
+	}
+	for k, v := range t.prepared {
+		st.Prepared[k] = PreparedStatement{Query: v.query, ParamOIDs: append([]uint32(nil), v.oids...)}
+	}
+	for k, v := range t.sqlPrepared {
+		st.SQLPrepared[k] = v
+	}
+	for k, v := range t.settings {
+		st.Settings[k] = v
+	}
+	for k, v := range t.reported {
+		st.Reported[k] = v
+	}
+	for k := range t.listen {
+		st.Listen = append(st.Listen, k)
+	}
+	sort.Strings(st.Listen)
+	return st
+}
+
+func (t *tracker) push(e expect) {
+	if t.lost {
+		return
+	}
+	if len(t.queue)-t.head >= maxExpectations {
+		t.loseTrack()
+		return
+	}
+	if t.head > 0 && t.head == len(t.queue) {
+		t.queue = t.queue[:0]
+		t.head = 0
+	}
+	t.queue = append(t.queue, e)
+}
+
+func (t *tracker) front() *expect {
+	if t.head >= len(t.queue) {
+		return nil
+	}
+	return &t.queue[t.head]
+}
+
+func (t *tracker) pop() {
+	t.queue[t.head] = expect{}
+	t.head++
+	if t.head == len(t.queue) {
+		t.queue = t.queue[:0]
+		t.head = 0
+	}
+}
+
+// loseTrack gives up following the protocol state: the session can no
+// longer be moved safely.
+func (t *tracker) loseTrack() {
+	t.lost = true
+	t.pins |= sqlclass.PinSessionState
+	for i := t.head; i < len(t.queue); i++ {
+		t.queue[i] = expect{}
+	}
+	t.queue = t.queue[:0]
+	t.head = 0
+}
+
+// sessionKinds are the statement kinds whose name and text the tracker keeps.
+func keepsText(k sqlclass.Kind) bool {
+	switch k {
+	case sqlclass.Set, sqlclass.Reset, sqlclass.Listen, sqlclass.Unlisten, sqlclass.Prepare,
+		sqlclass.Deallocate, sqlclass.Discard, sqlclass.Declare, sqlclass.CursorOp:
+		return true
+	}
+	return false
+}
+
+// idle reports whether the session is outside a transaction with nothing in
+// flight.
+func (t *tracker) idle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.txStatus == 'I' && t.inFlight == 0 && !t.copy
+}
+
+// --- client → server ---
+
+// query records a simple Query. sql may alias a reused buffer: whatever is
+// kept is cloned.
+func (t *tracker) query(sql string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inFlight++
+	t.split = sqlclass.Split(sql, t.split[:0])
+	for _, st := range t.split {
+		e := expect{kind: expStmt, st: st}
+		if keepsText(st.Kind) {
+			e.st.Name = strings.Clone(st.Name)
+			e.text = strings.Clone(st.Text(sql))
+		} else {
+			e.st.Name = ""
+		}
+		t.push(e)
+	}
+	t.push(expect{kind: expSync})
+}
+
+// parse records a Parse message body.
+func (t *tracker) parse(body []byte) {
+	name, rest, ok := cutCStringBytes(body)
+	if !ok {
+		return // the server will reject it; its error resyncs us
+	}
+	query, rest, ok := cutCStringBytes(rest)
+	if !ok {
+		return
+	}
+	si := &stmtInfo{}
+	if len(rest) >= 2 {
+		n := int(binary.BigEndian.Uint16(rest))
+		rest = rest[2:]
+		if n > 0 && len(rest) >= 4*n {
+			si.oids = make([]uint32, n)
+			for i := range si.oids {
+				si.oids[i] = binary.BigEndian.Uint32(rest[4*i:])
+			}
+		}
+	}
+	si.class = sqlclass.Classify(unsafeString(query))
+	if keepsText(si.class.Kind) || len(name) > 0 {
+		si.query = string(query)
+		si.class = sqlclass.Classify(si.query) // re-point names into the kept copy
+	} else {
+		si.class.Name = ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(name) == 0 {
+		t.unnamed = si
+	}
+	t.push(expect{kind: expParse, name: string(name), stmt: si})
+}
+
+// bind records a Bind; prefix holds at least the portal and statement
+// names (the rest of a Bind is parameter data the tracker does not need).
+func (t *tracker) bind(prefix []byte) {
+	portal, rest, ok := cutCStringBytes(prefix)
+	var stmtName []byte
+	if ok {
+		stmtName, _, ok = cutCStringBytes(rest)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !ok {
+		// Names longer than what we could see: give up on this session's
+		// statement tracking rather than guess.
+		t.loseTrack()
+		return
+	}
+	var si *stmtInfo
+	if len(stmtName) == 0 {
+		si = t.unnamed
+	} else {
+		si = t.prepared[string(stmtName)]
+		if si == nil {
+			// Parsed but not yet confirmed: find it in the queue.
+			for i := len(t.queue) - 1; i >= t.head; i-- {
+				if e := &t.queue[i]; e.kind == expParse && e.name == string(stmtName) {
+					si = e.stmt
+					break
+				}
+			}
+		}
+	}
+	if len(portal) == 0 {
+		t.unnamedPortal = si
+	} else {
+		if t.portals == nil {
+			t.portals = map[string]*stmtInfo{}
+		}
+		t.portals[string(portal)] = si
+	}
+	t.push(expect{kind: expBind})
+}
+
+// execute records an Execute message body.
+func (t *tracker) execute(body []byte) {
+	portal, _, _ := cutCStringBytes(body)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var si *stmtInfo
+	if len(portal) == 0 {
+		si = t.unnamedPortal
+	} else {
+		si = t.portals[string(portal)]
+	}
+	t.push(expect{kind: expExecute, stmt: si})
+}
+
+// closeMsg records a Close message body.
+func (t *tracker) closeMsg(body []byte) {
+	if len(body) < 2 {
+		return
+	}
+	name, _, _ := cutCStringBytes(body[1:])
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.push(expect{kind: expClose, closeKind: body[0], name: string(name)})
+}
+
+// sync records a Sync (or a FunctionCall, answered the same way).
+func (t *tracker) sync() {
+	t.mu.Lock()
+	t.inFlight++
+	t.push(expect{kind: expSync})
+	t.mu.Unlock()
+}
+
+// copyEnded records CopyDone / CopyFail from the client.
+func (t *tracker) copyEnded() {}
+
+// --- server → client ---
+
+// server handles a back-end message the tracker cares about.
+func (t *tracker) server(typ byte, body []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch typ {
+	case '1': // ParseComplete
+		if e := t.front(); e != nil && e.kind == expParse {
+			if e.name != "" {
+				t.prepared[e.name] = e.stmt
+			}
+			t.pop()
+		} else {
+			t.mismatch()
+		}
+	case '2': // BindComplete
+		if e := t.front(); e != nil && e.kind == expBind {
+			t.pop()
+		} else {
+			t.mismatch()
+		}
+	case '3': // CloseComplete
+		if e := t.front(); e != nil && e.kind == expClose {
+			if e.closeKind == 'S' {
+				delete(t.prepared, e.name)
+			} else if e.name != "" {
+				delete(t.portals, e.name)
+			}
+			t.pop()
+		} else {
+			t.mismatch()
+		}
+	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
+		t.copy = false
+		e := t.front()
+		if e == nil {
+			t.mismatch()
+			return
+		}
+		switch e.kind {
+		case expExecute:
+			if typ == 'C' && e.stmt != nil {
+				t.apply(e.stmt.class, e.stmt.query, body)
+			} else if typ == 'C' && e.stmt == nil {
+				t.apply(sqlclass.Statement{Kind: sqlclass.Other}, "", body)
+			}
+			t.pop()
+		case expStmt:
+			if typ == 'C' {
+				t.apply(e.st, e.text, body)
+			}
+			t.pop()
+		case expSync:
+			// EmptyQueryResponse for an empty simple query: no statement
+			// was expected.
+			if typ != 'I' {
+				t.mismatch()
+			}
+		default:
+			t.mismatch()
+		}
+	case 'E': // ErrorResponse: the back end skips to the next Sync.
+		t.copy = false
+		t.errorInCycle = true
+		for e := t.front(); e != nil && e.kind != expSync; e = t.front() {
+			t.pop()
+		}
+	case 'Z': // ReadyForQuery
+		if len(body) >= 1 {
+			t.txStatus = body[0]
+		}
+		if t.inFlight > 0 {
+			t.inFlight--
+		}
+		for e := t.front(); e != nil; e = t.front() {
+			kind := e.kind
+			t.pop()
+			if kind == expSync {
+				break
+			}
+			// A response we expected never came, and no error explains it.
+			t.mismatch()
+		}
+		switch t.txStatus {
+		case 'I':
+			if t.errorInCycle {
+				t.pending = t.pending[:0]
+			} else {
+				t.commitPending()
+			}
+			t.unnamedPortal = nil
+			clear(t.portals)
+		}
+		t.errorInCycle = false
+	case 'S': // ParameterStatus
+		name, rest, ok := cutCStringBytes(body)
+		if !ok {
+			return
+		}
+		value, _, ok := cutCStringBytes(rest)
+		if !ok {
+			return
+		}
+		if old, ok := t.reported[string(name)]; !ok || old != string(value) {
+			t.reported[string(name)] = string(value)
+		}
+	case 'G', 'H', 'W': // CopyIn/Out/BothResponse
+		t.copy = true
+	}
+}
+
+func (t *tracker) mismatch() {
+	if !t.lost {
+		t.loseTrack()
+	}
+}
+
+// apply records the effect of a completed statement; tag is the
+// CommandComplete body.
+func (t *tracker) apply(st sqlclass.Statement, text string, tag []byte) {
+	t.pins |= st.Pin
+	t.pins &^= st.Unpin
+	switch st.Kind {
+	case sqlclass.Set, sqlclass.Reset, sqlclass.Listen, sqlclass.Unlisten:
+		t.pending = append(t.pending, change{kind: st.Kind, name: st.Name, text: text, all: st.All})
+	case sqlclass.Discard:
+		if st.Name == "all" {
+			t.pending = append(t.pending, change{kind: sqlclass.Discard, all: true})
+			clear(t.prepared)
+			clear(t.sqlPrepared)
+		}
+	case sqlclass.Prepare:
+		if st.Name != "" {
+			t.sqlPrepared[st.Name] = text
+		}
+	case sqlclass.Deallocate:
+		if st.All {
+			clear(t.sqlPrepared)
+			clear(t.prepared)
+		} else {
+			delete(t.sqlPrepared, st.Name)
+		}
+	case sqlclass.Other:
+		// Not understood: it may have changed session state we cannot
+		// replay.
+		t.pins |= sqlclass.PinSessionState
+	}
+	switch {
+	case bytes.HasPrefix(tag, []byte("COMMIT")), bytes.HasPrefix(tag, []byte("PREPARE TRANSACTION")):
+		t.commitPending()
+	case bytes.HasPrefix(tag, []byte("ROLLBACK")):
+		if st.Kind != sqlclass.Savepoint {
+			t.pending = t.pending[:0]
+		}
+	}
+}
+
+// commitPending applies the transactional changes of a committed
+// transaction.
+func (t *tracker) commitPending() {
+	for _, c := range t.pending {
+		switch c.kind {
+		case sqlclass.Set:
+			if c.name != "" {
+				t.settings[c.name] = c.text
+			} else {
+				t.pins |= sqlclass.PinSessionState
+			}
+		case sqlclass.Reset:
+			if c.all {
+				clear(t.settings)
+			} else {
+				delete(t.settings, c.name)
+			}
+		case sqlclass.Listen:
+			t.listen[c.name] = struct{}{}
+		case sqlclass.Unlisten:
+			if c.all {
+				clear(t.listen)
+			} else {
+				delete(t.listen, c.name)
+			}
+		case sqlclass.Discard:
+			clear(t.settings)
+			clear(t.listen)
+		}
+	}
+	t.pending = t.pending[:0]
+}
+
+func cutCStringBytes(b []byte) ([]byte, []byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}

@@ -1,0 +1,41 @@
+package pgctl
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// LSN is a PostgreSQL write-ahead log position (pg_lsn): a byte offset into
+// the WAL stream. The zero LSN means "unknown" (PostgreSQL returned NULL).
+type LSN uint64
+
+// String renders the LSN the way PostgreSQL does, e.g. "0/3000060".
+func (l LSN) String() string {
+	return fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xffffffff)
+}
+
+// ParseLSN parses PostgreSQL's "hi/lo" hexadecimal notation.
+func ParseLSN(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, fmt.Errorf("parsing LSN %q: missing '/'", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("parsing LSN %q: high part: %w", s, err)
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("parsing LSN %q: low part: %w", s, err)
+	}
+	return LSN(h<<32 | l), nil
+}
+
+// parseNullLSN parses an LSN that SQL may have returned as NULL.
+func parseNullLSN(s *string) (LSN, error) {
+	if s == nil {
+		return 0, nil
+	}
+	return ParseLSN(*s)
+}
