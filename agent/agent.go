@@ -38,9 +38,10 @@ type Agent struct {
 	cfgMu sync.RWMutex
 	cfg   *config.RuntimeConfig
 
-	gossip *gossip.Gossip
-	http   *httpServer
-	pg     *pgSupervisor // nil on a witness (postgres { enabled = false })
+	gossip    *gossip.Gossip
+	http      *httpServer
+	telemetry *telemetry
+	pg        *pgSupervisor // nil on a witness (postgres { enabled = false })
 
 	// ctx is cancelled at Shutdown; every goroutine the agent starts
 	// watches it and is waited for through wg.
@@ -93,6 +94,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.logger.Info("starting pgbattery agent", "version", version.Full(), "node", cfg.NodeName,
 		"data_dir", cfg.DataDir, "server", cfg.Server, "bootstrap_expect", cfg.BootstrapExpect)
+
+	a.telemetry, err = setupTelemetry(cfg.Telemetry, cfg.NodeName, a.logger.Named("telemetry"))
+	if err != nil {
+		return err
+	}
+	a.telemetry.startCleanup(a.ctx)
 
 	if cfg.Postgres.Enabled {
 		a.pg, err = newPGSupervisor(cfg, a.logger.Named("postgres"))

@@ -36,6 +36,10 @@ func conflict(format string, args ...any) error {
 	return HTTPError{Code: http.StatusConflict, Msg: fmt.Sprintf(format, args...)}
 }
 
+// errAlreadyWritten tells the wrapper that the handler wrote the response
+// itself (a streamed format such as Prometheus text).
+var errAlreadyWritten = errors.New("response already written")
+
 // endpoint is the handler shape of the API: return a value to encode as JSON
 // (nil for an empty 200) or an error.
 type endpoint func(w http.ResponseWriter, r *http.Request) (any, error)
@@ -125,6 +129,9 @@ func (s *httpServer) wrap(rt route) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 		out, err := rt.fn(w, r)
+		if err == errAlreadyWritten {
+			return
+		}
 		if err != nil {
 			code := writeError(w, err)
 			s.logger.Debug("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "error", err, "took", time.Since(start))
@@ -185,6 +192,10 @@ func writeError(w http.ResponseWriter, err error) int {
 func decodeBody(r *http.Request, v any) error {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return HTTPError{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+		}
 		return badRequest("reading request body: %v", err)
 	}
 	if len(strings.TrimSpace(string(data))) == 0 {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pgbattery/pgbattery/agent/api"
 	"github.com/pgbattery/pgbattery/agent/version"
-	"github.com/pgbattery/pgbattery/gossip"
 )
 
 // routes is the API's handler table, in the spirit of Consul's
@@ -21,6 +20,7 @@ func (a *Agent) routes() []route {
 		{method: "PUT,POST", path: "/v1/agent/join", write: true, fn: a.handleJoin},
 		{method: "PUT,POST", path: "/v1/agent/leave", write: true, fn: a.handleLeave},
 		{method: "PUT,POST", path: "/v1/agent/force-leave/", write: true, fn: a.handleForceLeave},
+		{method: "GET", path: "/v1/agent/metrics", fn: a.telemetry.handleMetrics},
 		{method: "GET", path: "/v1/health/liveness", fn: a.handleLiveness},
 		{method: "GET", path: "/v1/health/readiness", fn: a.handleReadiness},
 	}
@@ -115,5 +115,3 @@ func (a *Agent) handleReadiness(w http.ResponseWriter, r *http.Request) (any, er
 	}
 	return map[string]string{"status": "ok", "role": role, "postgres": state}, nil
 }
-
-var _ = gossip.StatusAlive

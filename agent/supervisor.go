@@ -105,7 +105,12 @@ func (s *pgSupervisor) set(role, state string, notify func(role, state string)) 
 	changed := s.role != role || s.state != state
 	s.role, s.state = role, state
 	s.mu.Unlock()
-	if changed && notify != nil {
+	if !changed {
+		return
+	}
+	metrics.SetGauge([]string{"postgres", "running"}, boolGauge(state == pgStateRunning))
+	metrics.SetGauge([]string{"postgres", "is_primary"}, boolGauge(state == pgStateRunning && role == gossip.RolePrimary))
+	if notify != nil {
 		notify(role, state)
 	}
 }
@@ -244,4 +249,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+func boolGauge(b bool) float32 {
+	if b {
+		return 1
+	}
+	return 0
 }

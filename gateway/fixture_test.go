@@ -48,7 +48,7 @@ type pgServer struct {
 // authentication, a superuser "postgres" (superPassword), a login role
 // "alice" (alicePassword) and a role "trusty" that pg_hba trusts. It is
 // stopped by t.Cleanup.
-func startPostgres(t testing.TB, host string) *pgServer {
+func startPostgres(t testing.TB, host string, settings ...string) *pgServer {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(pgBin, "postgres")); err != nil {
 		t.Skipf("PostgreSQL 15 binaries not found at %s", pgBin)
@@ -84,6 +84,9 @@ func startPostgres(t testing.TB, host string) *pgServer {
 		"-c", "listen_addresses="+host, "-c", "port=5433",
 		"-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=200",
 		"-c", "shared_buffers=32MB", "-c", "logging_collector=off")
+	for _, kv := range settings {
+		cmd.Args = append(cmd.Args, "-c", kv)
+	}
 	asPostgres(t, cmd)
 	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -112,6 +113,24 @@ type Postmaster struct {
 	exit     ExitStatus // valid once done is closed
 	expected atomic.Bool
 	logStart int64 // offset of this run's output in the log file
+
+	// Exactly one of Start's error and Config.OnExit reports an exit:
+	// a postmaster that dies before Start hands it over is Start's failure.
+	announceMu sync.Mutex
+	announced  bool
+	reaped     bool
+}
+
+// announce hands the postmaster to the caller: from now on its exit is
+// reported through OnExit. It fails if the postmaster already died.
+func (p *Postmaster) announce() bool {
+	p.announceMu.Lock()
+	defer p.announceMu.Unlock()
+	if p.reaped {
+		return false
+	}
+	p.announced = true
+	return true
 }
 
 // PID returns the postmaster's process id.
@@ -213,7 +232,9 @@ func processAlive(pid int) bool {
 // backlog, say) Start returns the running Postmaster and an error: the
 // caller decides whether to keep waiting (WaitReady) or Stop. If the
 // postmaster exits during start-up, Start returns a nil Postmaster and an
-// error quoting its log.
+// error quoting its log. Every exit of a Postmaster that Start returned is
+// reported through Config.OnExit and Postmaster.Done; an exit during
+// start-up is reported by Start's error only.
 func (i *Instance) Start(ctx context.Context, opts StartOptions) (*Postmaster, error) {
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
@@ -259,12 +280,14 @@ func (i *Instance) startWithRetry(ctx context.Context, args []string) (*Postmast
 		}
 		i.log.Info("postmaster started", "pid", pm.pid, "data_dir", i.cfg.DataDir, "attempt", attempt)
 		err = i.waitReady(ctx, pm)
-		if err == nil {
-			i.log.Info("PostgreSQL ready", "pid", pm.pid, "after", time.Since(pm.started).Round(time.Millisecond))
-			return pm, nil
-		}
-		if !pm.Exited() {
+		if pm.announce() {
+			if err == nil {
+				i.log.Info("PostgreSQL ready", "pid", pm.pid, "after", time.Since(pm.started).Round(time.Millisecond))
+			}
 			return pm, err
+		}
+		if err == nil {
+			err = fmt.Errorf("postmaster exited right after start-up (%s): %s", pm.exit, lastLines(i.logSince(pm.logStart), 10))
 		}
 		logTail := i.logSince(pm.logStart)
 		if strings.Contains(logTail, "is still in use") && attempt < 100 && ctx.Err() == nil {
@@ -341,6 +364,10 @@ func (i *Instance) spawn(args []string) (*Postmaster, error) {
 		}
 		logf.Close()
 		pm.exit = ex
+		pm.announceMu.Lock()
+		pm.reaped = true
+		report := pm.announced
+		pm.announceMu.Unlock()
 		close(pm.done)
 		fields := []any{"pid", ex.PID, "code", ex.Code}
 		if ex.Signal != 0 {
@@ -351,7 +378,7 @@ func (i *Instance) spawn(args []string) (*Postmaster, error) {
 		} else {
 			i.log.Error("postmaster exited unexpectedly", fields...)
 		}
-		if onExit != nil {
+		if onExit != nil && report {
 			onExit(ex)
 		}
 	}()

@@ -134,6 +134,9 @@ func decodeBody(body hcl.Body, v reflect.Value, prefix string, d *decoded, errs 
 		if name := keyAt(body, e.Pos); name != "" {
 			e.Key = joinKey(prefix, name)
 			e.Pos.Col = 0
+			if strings.HasPrefix(e.Msg, "Incorrect JSON value type") {
+				e.Msg = "must be a JSON object (a block), or an array of them"
+			}
 		}
 		*errs = append(*errs, e)
 	}

@@ -294,6 +294,25 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name:    "json scalar where a block belongs",
+			file:    "scalar.json",
+			content: "{\n  \"data_dir\": \"/x\",\n  \"bind_addr\": \"127.0.0.2\",\n  \"ports\": 5,\n  \"tls\": {\"gateway\": \"x\"},\n  \"node_name\": {\"a\": 1}\n}\n",
+			want: []string{
+				`FILE:4: ports: must be a JSON object (a block), or an array of them`,
+				`FILE:5: tls.gateway: must be a JSON object (a block), or an array of them`,
+				`FILE:6: node_name: wrong type: string required, but have object`,
+			},
+		},
+		{
+			name:    "variables and functions are not allowed",
+			file:    "expr.hcl",
+			content: base + "node_name = var.x\nlog_level = upper(\"info\")\n",
+			want: []string{
+				`FILE:4: node_name: Variables not allowed: Variables may not be used here.`,
+				`FILE:5: log_level: Function calls not allowed: Functions may not be called here.`,
+			},
+		},
+		{
 			name:    "json relative data_dir and bootstrap without server",
 			file:    "bad2.json",
 			content: "{\n  \"bind_addr\": \"127.0.0.2\",\n  \"data_dir\": \"./data\",\n  \"bootstrap_expect\": 1\n}\n",

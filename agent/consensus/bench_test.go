@@ -63,3 +63,45 @@ func BenchmarkElectionAfterLeaderKill(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSpuriousElections runs a healthy 3-server group for b.N seconds,
+// applying an entry every 10 ms, and reports how many new terms began
+// (each one an election nobody needed; each re-arms the controller's
+// hold-down). Run it under the load you care about:
+//
+//	go test ./agent/consensus -run '^$' -bench SpuriousElections -benchtime 30x
+func BenchmarkSpuriousElections(b *testing.B) {
+	nodes := newCluster(b, 3)
+	leader := waitLeader(b, nodes, 10*time.Second)
+	startTerm := leader.node.Term()
+	failedApplies := 0
+	b.ResetTimer()
+	end := time.Now().Add(time.Duration(b.N) * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		time.Sleep(10 * time.Millisecond)
+		var l *testNode
+		for _, tn := range nodes {
+			if tn.node.IsLeader() {
+				l = tn
+			}
+		}
+		if l == nil {
+			failedApplies++
+			continue
+		}
+		if _, err := l.node.Apply(ctxTimeout(b, time.Second), []byte(fmt.Sprintf("k=%d", i))); err != nil {
+			failedApplies++
+		}
+	}
+	b.StopTimer()
+	var term uint64
+	for _, tn := range nodes {
+		if t := tn.node.Term(); t > term {
+			term = t
+		}
+	}
+	b.ReportMetric(float64(term-startTerm), "new-terms")
+	b.ReportMetric(float64(failedApplies), "failed-applies")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%d s: %d new terms, %d failed applies (timings %+v)", b.N, term-startTerm, failedApplies, nodes[0].node.Timings())
+}

@@ -35,8 +35,8 @@ const DefaultPort = 8300
 // HeartbeatTimeout/10) of slack for a busy 2-core machine before a follower
 // starts an election needlessly.
 const (
-	baseHeartbeatTimeout   = 200 * time.Millisecond
-	baseElectionTimeout    = 200 * time.Millisecond
+	baseHeartbeatTimeout   = 100 * time.Millisecond
+	baseElectionTimeout    = 100 * time.Millisecond
 	baseLeaderLeaseTimeout = 100 * time.Millisecond
 
 	// MaxMultiplier bounds Multiplier as Consul's raft_multiplier does.

@@ -44,7 +44,7 @@ type BankOptions struct {
 // or twice, and any lost or phantom write, shows up as a drifting total in
 // the reads.
 //
-// Stats.Values: "reads_checked", "transfers_ok", "transfers_insufficient",
+// Stats.Values: "reads_checked", "bad_reads", "transfers_ok", "transfers_insufficient",
 // "final_total" (when there is a final read), "max_drift".
 func CheckBank(history []BankOp, opts BankOptions) Result {
 	r := newResult("bank")
@@ -52,9 +52,22 @@ func CheckBank(history []BankOp, opts BankOptions) Result {
 		r.problem("bad options: %d accounts", opts.Accounts)
 		return r
 	}
-	var reads, transfers, insufficient, finals int
+	var reads, transfers, insufficient, finals, badReads int
 	var maxDrift int64
+	// The final reads first, so their verdict is never crowded out of the
+	// problem list by many bad snapshot reads.
+	ordered := make([]BankOp, 0, len(history))
 	for _, op := range history {
+		if op.Kind == BankFinalRead {
+			ordered = append(ordered, op)
+		}
+	}
+	for _, op := range history {
+		if op.Kind != BankFinalRead {
+			ordered = append(ordered, op)
+		}
+	}
+	for _, op := range ordered {
 		r.count(op.Op)
 		if err := validOp(op.Op); err != nil {
 			r.problem("malformed history: %v", err)
@@ -80,7 +93,16 @@ func CheckBank(history []BankOp, opts BankOptions) Result {
 				continue
 			}
 			reads++
-			total, drift := checkBankSnapshot(&r, op, opts)
+			// Detail the first few bad snapshot reads; count the rest.
+			sink := &r
+			if badReads >= maxBankReadDetails && op.Kind != BankFinalRead {
+				scratch := newResult("")
+				sink = &scratch
+			}
+			total, drift := checkBankSnapshot(sink, op, opts)
+			if !sink.OK {
+				badReads++
+			}
 			maxDrift = max(maxDrift, drift)
 			if op.Kind == BankFinalRead {
 				r.Stats.Values["final_total"] = float64(total)
@@ -89,15 +111,22 @@ func CheckBank(history []BankOp, opts BankOptions) Result {
 			r.problem("malformed history: client %d at %v: unknown bank operation %q", op.Client, op.Invoke, op.Kind)
 		}
 	}
+	if badReads > maxBankReadDetails {
+		r.problem("%d of %d successful reads saw a wrong bank (the first %d are detailed above)", badReads, reads, maxBankReadDetails)
+	}
 	if opts.RequireFinal && finals == 0 {
 		r.problem("no successful final read of the balances")
 	}
 	r.Stats.Values["reads_checked"] = float64(reads)
+	r.Stats.Values["bad_reads"] = float64(badReads)
 	r.Stats.Values["transfers_ok"] = float64(transfers)
 	r.Stats.Values["transfers_insufficient"] = float64(insufficient)
 	r.Stats.Values["max_drift"] = float64(maxDrift)
 	return r
 }
+
+// maxBankReadDetails bounds how many bad reads are described one by one.
+const maxBankReadDetails = 20
 
 func inRange(account, accounts int) bool { return account >= 0 && account < accounts }
 

@@ -273,3 +273,16 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// appendConfig adds HCL to the node's config file.
+func (p *agentProc) appendConfig(hcl string) {
+	p.t.Helper()
+	f, err := os.OpenFile(p.cfgFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("\n" + hcl + "\n"); err != nil {
+		p.t.Fatal(err)
+	}
+}

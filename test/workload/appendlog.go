@@ -88,7 +88,7 @@ type appendClient struct {
 	table string
 }
 
-func (ac *appendClient) run(ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.AppendOp {
+func (ac *appendClient) run(stop, ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.AppendOp {
 	var ops []checker.AppendOp
 	clock := ac.cfg.Clock
 	var seq int64
@@ -98,14 +98,14 @@ func (ac *appendClient) run(ctx context.Context, id int, s *session, rng *rand.R
 		op := checker.AppendOp{Op: checker.Op{Client: id, Kind: checker.AppendKind}, ID: int64(id)*AppendIDsPerClient + seq}
 		inTxn := rng.Float64() < ac.cfg.TxnFraction
 		op.Invoke = clock.Now()
-		conn, more, err := begin(ctx, s, b)
+		conn, more, err := begin(stop, ctx, s, b)
 		if !more {
 			return ops
 		}
 		if err != nil {
 			op.Finish(clock.Now(), err, checker.StageRead)
 			ops = append(ops, op)
-			backoff(ctx, rng)
+			backoff(stop, rng)
 			continue
 		}
 		octx, cancel := opCtx(ctx, &ac.cfg.Config)

@@ -90,7 +90,7 @@ type bankClient struct {
 	table string
 }
 
-func (bc *bankClient) run(ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.BankOp {
+func (bc *bankClient) run(stop, ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.BankOp {
 	var ops []checker.BankOp
 	clock := bc.cfg.Clock
 	for {
@@ -104,14 +104,14 @@ func (bc *bankClient) run(ctx context.Context, id int, s *session, rng *rand.Ran
 			op.Amount = 1 + rng.Int64N(max(bc.cfg.MaxTransfer, 1))
 		}
 		op.Invoke = clock.Now()
-		conn, more, err := begin(ctx, s, b)
+		conn, more, err := begin(stop, ctx, s, b)
 		if !more {
 			return ops
 		}
 		if err != nil {
 			op.Finish(clock.Now(), err, checker.StageRead)
 			ops = append(ops, op)
-			backoff(ctx, rng)
+			backoff(stop, rng)
 			continue
 		}
 		octx, cancel := opCtx(ctx, &bc.cfg.Config)

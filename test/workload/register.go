@@ -67,7 +67,7 @@ type registerClient struct {
 	table string
 }
 
-func (r *registerClient) run(ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.RegisterOp {
+func (r *registerClient) run(stop, ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []checker.RegisterOp {
 	var ops []checker.RegisterOp
 	clock := r.cfg.Clock
 	lastSeen := map[int]int64{}
@@ -89,14 +89,14 @@ func (r *registerClient) run(ctx context.Context, id int, s *session, rng *rand.
 		}
 		inTxn := rng.Float64() < r.cfg.TxnFraction
 		op.Invoke = clock.Now()
-		conn, more, err := begin(ctx, s, b)
+		conn, more, err := begin(stop, ctx, s, b)
 		if !more {
 			return ops
 		}
 		if err != nil {
 			op.Finish(clock.Now(), err, checker.StageRead) // nothing was sent
 			ops = append(ops, op)
-			backoff(ctx, rng)
+			backoff(stop, rng)
 			continue
 		}
 		octx, cancel := opCtx(ctx, &r.cfg.Config)

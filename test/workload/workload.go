@@ -207,9 +207,11 @@ func newBudget(n int) *budget {
 
 func (b *budget) take() bool { return b.left.Add(-1) >= 0 }
 
-// clientFunc runs one client's operations until ctx is done or the budget
-// runs out; it returns what it recorded.
-type clientFunc[T any] func(ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []T
+// clientFunc runs one client's operations until stop is done or the budget
+// runs out; it returns what it recorded. Operations run under ctx (each
+// bounded by OpTimeout), so the one in flight when the run's time is up
+// still completes and gets its true outcome.
+type clientFunc[T any] func(stop, ctx context.Context, id int, s *session, rng *rand.Rand, b *budget) []T
 
 // runClients runs cfg.Clients clients for cfg.Duration and gathers their
 // histories. It returns when all clients have stopped.
@@ -230,7 +232,7 @@ func runClients[T any](ctx context.Context, cfg *Config, fn clientFunc[T]) ([]T,
 			s := &session{cfg: cc.Copy(), timeout: cfg.ConnectTimeout, log: cfg.Logger.With("client", id)}
 			defer s.drop()
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1))
-			results[id] = fn(runCtx, id, s, rng, b)
+			results[id] = fn(runCtx, ctx, id, s, rng, b)
 		}(i)
 	}
 	wg.Wait()
@@ -323,8 +325,8 @@ func opCtx(ctx context.Context, cfg *Config) (context.Context, context.CancelFun
 // connects. It reports false when the client should stop; a failed
 // connection attempt is returned as err (the operation then certainly did
 // nothing).
-func begin(ctx context.Context, s *session, b *budget) (conn *pgx.Conn, more bool, err error) {
-	if ctx.Err() != nil || !b.take() {
+func begin(stop, ctx context.Context, s *session, b *budget) (conn *pgx.Conn, more bool, err error) {
+	if stop.Err() != nil || !b.take() {
 		return nil, false, nil
 	}
 	conn, err = s.get(ctx)
