@@ -19,6 +19,7 @@ import (
 	"github.com/pgbattery/pgbattery/agent/config"
 	"github.com/pgbattery/pgbattery/agent/version"
 	"github.com/pgbattery/pgbattery/gossip"
+	"github.com/pgbattery/pgbattery/pgctl"
 )
 
 // Layout of data_dir. PGDATA is a subdirectory so that the agent's own state
@@ -41,7 +42,7 @@ type Agent struct {
 	gossip    *gossip.Gossip
 	http      *httpServer
 	telemetry *telemetry
-	pg        *pgSupervisor // nil on a witness (postgres { enabled = false })
+	cluster   *cluster
 
 	// ctx is cancelled at Shutdown; every goroutine the agent starts
 	// watches it and is waited for through wg.
@@ -101,14 +102,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.telemetry.startCleanup(a.ctx)
 
-	if cfg.Postgres.Enabled {
-		a.pg, err = newPGSupervisor(cfg, a.logger.Named("postgres"))
-		if err != nil {
-			return err
-		}
-	}
-
 	if err := a.startGossip(cfg); err != nil {
+		return err
+	}
+	a.cluster, err = newCluster(a, cfg)
+	if err != nil {
 		return err
 	}
 
@@ -121,17 +119,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			a.logger.Error("HTTP API stopped", "error", err)
 		}
 	})
-
-	if a.pg != nil {
-		// A single node needs no election: bootstrap_expect = 1 makes it
-		// the primary. With more nodes the raft control plane decides.
-		if err := a.pg.Prepare(ctx); err != nil {
-			return err
-		}
-		a.goRun("postgres-supervisor", func(ctx context.Context) {
-			a.pg.Run(ctx, a.pgStateChanged)
-		})
-	}
+	a.cluster.start()
 
 	if len(cfg.Join) > 0 {
 		n, err := a.gossip.Join(cfg.Join, !cfg.Rejoin)
@@ -217,6 +205,15 @@ func (a *Agent) initialTags(cfg *config.RuntimeConfig) map[string]string {
 	tags[gossip.TagBuild] = version.Short()
 	tags[gossip.TagAPI] = net.JoinHostPort(adv, strconv.Itoa(cfg.Ports.HTTP))
 	tags[gossip.TagRaftAddr] = net.JoinHostPort(adv, strconv.Itoa(cfg.Ports.Raft))
+	if cfg.BootstrapExpect > 0 {
+		tags[tagBootstrapExpect] = strconv.Itoa(cfg.BootstrapExpect)
+	}
+	if cfg.Failover.NoFailover {
+		tags[tagNoFailover] = "1"
+	}
+	if cfg.Failover.FailoverPriority != config.DefaultFailoverPriority {
+		tags[tagFailoverPriority] = strconv.Itoa(cfg.Failover.FailoverPriority)
+	}
 	if cfg.Server {
 		tags[gossip.TagRaft] = gossip.RaftVoter
 	} else {
@@ -226,6 +223,7 @@ func (a *Agent) initialTags(cfg *config.RuntimeConfig) map[string]string {
 		tags[gossip.TagRole] = gossip.RoleUnknown
 		tags[gossip.TagPG] = gossip.PGStarting
 		tags[gossip.TagGateway] = net.JoinHostPort(adv, strconv.Itoa(cfg.Ports.Gateway))
+		tags[tagPostgresAddr] = net.JoinHostPort(adv, strconv.Itoa(cfg.Ports.Postgres))
 	} else {
 		tags[gossip.TagRole] = gossip.RoleWitness
 
@@ -254,6 +252,9 @@ func (a *Agent) consumeGossipEvents(ctx context.Context) {
 		case ev, ok := <-events:
 			if !ok {
 				return
+			}
+			if a.cluster != nil {
+				a.cluster.onGossipEvent(ev)
 			}
 			switch ev.Type {
 			case gossip.EventUpdate:
@@ -306,8 +307,13 @@ func (a *Agent) stopAll(ctx context.Context) error {
 		case <-ctx.Done():
 			firstErr = fmt.Errorf("waiting for the agent to stop: %w", ctx.Err())
 		}
-		if a.pg != nil {
-			if err := a.pg.Close(ctx); err != nil && firstErr == nil {
+		if a.cluster != nil {
+			if a.cluster.rec != nil {
+				// Run stops PostgreSQL when its context ends; this covers a
+				// Start that failed before the reconciler ran.
+				a.cluster.rec.stop(pgctl.StopFast)
+			}
+			if err := a.cluster.shutdown(); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}
@@ -339,9 +345,11 @@ func (a *Agent) Reload(cfg *config.RuntimeConfig) error {
 	if lvl := hclog.LevelFromString(cfg.LogLevel); lvl != hclog.NoLevel {
 		a.logger.SetLevel(lvl)
 	}
-	if a.pg != nil {
-		if err := a.pg.Reload(a.ctx, cfg); err != nil {
-			return fmt.Errorf("reloading PostgreSQL settings: %w", err)
+	if a.cluster != nil && a.cluster.rec != nil {
+		if inst := a.cluster.rec.instance(); inst.Running() {
+			if err := inst.Reload(a.ctx); err != nil {
+				return fmt.Errorf("reloading PostgreSQL settings: %w", err)
+			}
 		}
 	}
 	a.logger.Info("configuration reloaded")

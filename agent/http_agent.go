@@ -22,6 +22,8 @@ func (a *Agent) routes() []route {
 		{method: "PUT,POST", path: "/v1/agent/force-leave/", write: true, fn: a.handleForceLeave},
 		{method: "GET", path: "/v1/agent/metrics", fn: a.telemetry.handleMetrics},
 		{method: "GET", path: "/v1/health/liveness", fn: a.handleLiveness},
+		{method: "PUT", path: "/v1/internal/apply", write: true, fn: a.handleInternalApply},
+		{method: "GET", path: "/v1/internal/pg-status", fn: a.handleInternalPGStatus},
 		{method: "GET", path: "/v1/health/readiness", fn: a.handleReadiness},
 	}
 }
@@ -106,12 +108,12 @@ func (a *Agent) handleLiveness(w http.ResponseWriter, r *http.Request) (any, err
 // handleReadiness answers 200 once the node's PostgreSQL is running and
 // answers queries (always, on a witness).
 func (a *Agent) handleReadiness(w http.ResponseWriter, r *http.Request) (any, error) {
-	if a.pg == nil {
+	if a.cluster == nil || a.cluster.rec == nil {
 		return map[string]string{"status": "ok", "postgres": "none"}, nil
 	}
-	role, state := a.pg.State()
-	if state != pgStateRunning {
-		return nil, HTTPError{Code: http.StatusServiceUnavailable, Msg: "postgres is " + state}
+	role, state := a.cluster.rec.State()
+	if ok, why := a.cluster.rec.Ready(); !ok {
+		return nil, HTTPError{Code: http.StatusServiceUnavailable, Msg: why}
 	}
 	return map[string]string{"status": "ok", "role": role, "postgres": state}, nil
 }

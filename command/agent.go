@@ -157,16 +157,21 @@ func (c *AgentCommand) Run(args []string) int {
 		logger.Error("cannot create the agent", "error", err)
 		return 1
 	}
-	if code, ok := c.start(ag, signals, logger, timeout); !ok {
+	code, ok, reloadPending := c.start(ag, signals, logger, timeout)
+	if !ok {
 		return code
 	}
 	c.UI.Output("==> pgbattery agent running")
+	if reloadPending {
+		c.reload(ag, opts, logger)
+	}
 	return c.handleSignals(ag, opts, signals, logger, timeout)
 }
 
-// start starts the agent. A signal during start-up (initdb or a clone can
-// take a while) cancels it and stops whatever had started.
-func (c *AgentCommand) start(ag agentRunner, signals <-chan os.Signal, logger hclog.Logger, timeout time.Duration) (int, bool) {
+// start starts the agent. A SIGINT or SIGTERM during start-up (initdb or a
+// clone can take a while) cancels it and stops whatever had started; a
+// SIGHUP is remembered and served once the agent runs.
+func (c *AgentCommand) start(ag agentRunner, signals <-chan os.Signal, logger hclog.Logger, timeout time.Duration) (code int, ok, reloadPending bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -177,12 +182,13 @@ func (c *AgentCommand) start(ag agentRunner, signals <-chan os.Signal, logger hc
 		case err := <-done:
 			if err != nil {
 				logger.Error("agent failed to start", "error", err)
-				return 1, false
+				return 1, false, false
 			}
-			return 0, true
+			return 0, true, reloadPending
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				logger.Warn("ignoring SIGHUP while starting")
+				logger.Info("SIGHUP while starting: reloading once started")
+				reloadPending = true
 				continue
 			}
 			logger.Info("caught signal while starting; stopping", "signal", sig.String())
@@ -190,13 +196,13 @@ func (c *AgentCommand) start(ag agentRunner, signals <-chan os.Signal, logger hc
 			select {
 			case <-done:
 			case <-signals:
-				return 1, false
+				return 1, false, false
 			case <-time.After(timeout):
 				logger.Error("agent did not stop starting in time", "timeout", timeout)
-				return 1, false
+				return 1, false, false
 			}
 			c.shutdown(ag, signals, logger, timeout)
-			return 1, false
+			return 1, false, false
 		}
 	}
 }

@@ -67,6 +67,7 @@ type fakeAgent struct {
 	shutdowns  int
 	startErr   error
 	blockStop  bool // Shutdown waits for its context to end
+	blockStart bool // Start waits for its context to end
 	shutdownCh chan struct{}
 	events     chan string
 }
@@ -78,9 +79,13 @@ func newFakeAgent() *fakeAgent {
 func (a *fakeAgent) Start(ctx context.Context) error {
 	a.mu.Lock()
 	a.started = true
-	err := a.startErr
+	err, block := a.startErr, a.blockStart
 	a.mu.Unlock()
 	a.events <- "start"
+	if block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	return err
 }
 
@@ -194,6 +199,11 @@ func TestAgentReloadAndGracefulShutdown(t *testing.T) {
 	// SIGHUP re-reads the file; the flags still apply.
 	write("data_dir = \"" + dir + "\"\nbind_addr = \"127.0.0.2\"\nlog_level = \"debug\"\n")
 	r.signals <- syscall.SIGHUP
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s\nui: %s %s", r.logs.String(), r.ui.OutputWriter.String(), r.ui.ErrorWriter.String())
+		}
+	})
 	waitEvent(t, fa, "reload")
 	fa.mu.Lock()
 	got := fa.reloads[0]
@@ -289,5 +299,24 @@ func TestAgentLogsJSON(t *testing.T) {
 	r.wait(t)
 	if !strings.Contains(r.logs.String(), `"@message":"agent failed to start"`) || !strings.Contains(r.logs.String(), `"@module":"agent"`) {
 		t.Fatalf("logs:\n%s", r.logs.String())
+	}
+}
+
+func TestAgentSignalDuringStart(t *testing.T) {
+	dir := testutil.TempDir(t)
+	fa := newFakeAgent()
+	fa.blockStart = true
+	r := startAgentCommand(t, fa, "-data-dir", dir, "-bind", "127.0.0.2")
+	waitEvent(t, fa, "start")
+	r.signals <- syscall.SIGHUP // remembered, not fatal
+	r.signals <- os.Interrupt
+	waitEvent(t, fa, "shutdown")
+	if code := r.wait(t); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	if len(fa.reloads) != 0 {
+		t.Fatalf("reloaded %d times before the agent ran", len(fa.reloads))
 	}
 }

@@ -78,8 +78,8 @@ func TestGatewayBench(t *testing.T) {
 	}
 
 	modes := []string{"simple", "extended", "prepared"}
-	tps := map[string][]float64{}     // mode/c/target → per-round tps
-	lat := map[string][]float64{}     // mode/target → latencies (µs) at -c 1
+	tps := map[string][]float64{} // mode/c/target → per-round tps
+	lat := map[string][]float64{} // mode/target → latencies (µs) at -c 1
 	logDir := t.TempDir()
 	for round := 0; round < rounds; round++ {
 		for _, mode := range modes {
@@ -352,4 +352,15 @@ func rssKB(t *testing.T) int {
 		}
 	}
 	return 0
+}
+
+// TestGatewayHold starts PostgreSQL and a gateway and keeps them up for
+// PGB_HOLD (default 60s), for poking at by hand (pgbench, strace, perf).
+func TestGatewayHold(t *testing.T) {
+	hold, _ := time.ParseDuration(envOr("PGB_HOLD", "60s"))
+	host := testutil.Addr(t)
+	pg := startPostgres(t, host, "max_connections=700")
+	startGateway(t, pg, host, func(c *Config) { c.ReadOnlyAddr = "" })
+	fmt.Printf("HOLD postgres %s:5433 gateway %s:5432 user alice password %q\n", host, host, alicePassword)
+	time.Sleep(hold)
 }

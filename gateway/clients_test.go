@@ -24,6 +24,15 @@ func testClients(t *testing.T, g *testGateway) {
 	t.Run("pgbench", func(t *testing.T) { testPgbench(t, g) })
 	t.Run("psycopg2", func(t *testing.T) { testPsycopg2(t, g) })
 	t.Run("jdbc", func(t *testing.T) { testJDBC(t, g) })
+	// Every client's protocol traffic was followed exactly. Sessions end
+	// asynchronously after the clients exit: wait (bounded) for them.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(g.Sessions()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := g.untracked.Load(); n != 0 {
+		t.Errorf("%d client sessions lost protocol tracking", n)
+	}
 }
 
 func findProgram(t *testing.T, candidates ...string) string {

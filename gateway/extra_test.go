@@ -59,8 +59,19 @@ func testProtocol32(t *testing.T, pg *pgServer) {
 			t.Fatal(err)
 		}
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		conn.Write(startupBytes(c.minor, append([]string{"user", "trusty", "database", "postgres"}, c.opts...)...))
 		r := bufio.NewReader(conn)
+		if c.minor == 0 {
+			// GSSENCRequest and SSLRequest are both declined on this
+			// plaintext gateway, and the start-up continues.
+			for _, code := range []uint32{gssEncRequestCode, sslRequestCode} {
+				req := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), code)
+				conn.Write(req)
+				if b, err := r.ReadByte(); err != nil || b != 'N' {
+					t.Fatalf("request %d answered %q, %v; want 'N'", code, b, err)
+				}
+			}
+		}
+		conn.Write(startupBytes(c.minor, append([]string{"user", "trusty", "database", "postgres"}, c.opts...)...))
 		sawV, secret := false, -1
 		for {
 			typ, body := readMsg(t, r)

@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,17 +24,16 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+	"github.com/pgbattery/pgbattery/pgctl"
 	"github.com/pgbattery/pgbattery/test/testutil"
 )
 
-// The gateway's tests run against a real PostgreSQL 15. pgctl (the project's
-// PostgreSQL control package) was being written at the same time, so this
-// fixture drives initdb/postgres directly; it is test-only.
+// The gateway's tests run against a real PostgreSQL 15, run by pgctl.
 
 const pgBin = "/usr/lib/postgresql/15/bin"
 
 const (
-	superPassword = "super-secret"
+	superPassword = "super-secret-control-role"
 	alicePassword = "alice pässword"
 )
 
@@ -44,104 +44,75 @@ type pgServer struct {
 	dir  string
 }
 
-// startPostgres initdbs and starts PostgreSQL 15 on host:5433 with SCRAM
-// authentication, a superuser "postgres" (superPassword), a login role
-// "alice" (alicePassword) and a role "trusty" that pg_hba trusts. It is
-// stopped by t.Cleanup.
+// startPostgres initdbs and starts PostgreSQL 15 on host:5433 with pgctl:
+// SCRAM authentication, the control superuser "postgres" (superPassword), a
+// login role "alice" (alicePassword) with its own database, and a role
+// "trusty" that pg_hba trusts. settings are extra name=value parameters. It
+// is stopped by t.Cleanup.
 func startPostgres(t testing.TB, host string, settings ...string) *pgServer {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(pgBin, "postgres")); err != nil {
 		t.Skipf("PostgreSQL 15 binaries not found at %s", pgBin)
 	}
-	dir := testutil.TempDir(t)
-	data := filepath.Join(dir, "data")
-	pwfile := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pwfile, []byte(superPassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	testutil.ChownToPostgres(t, dir)
-	testutil.ChownToPostgres(t, pwfile)
-
-	run := func(name string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(filepath.Join(pgBin, name), args...)
-		asPostgres(t, cmd)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-		}
-	}
-	run("initdb", "-D", data, "-U", "postgres", "--pwfile", pwfile, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync")
-	hba := "local all all scram-sha-256\n" +
-		"host all trusty 127.0.0.0/8 trust\n" +
-		"host all all 127.0.0.0/8 scram-sha-256\n" +
-		"host replication all 127.0.0.0/8 scram-sha-256\n"
-	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	testutil.ChownToPostgres(t, filepath.Join(data, "pg_hba.conf"))
-
-	cmd := exec.Command(filepath.Join(pgBin, "postgres"), "-D", data,
-		"-c", "listen_addresses="+host, "-c", "port=5433",
-		"-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=200",
-		"-c", "shared_buffers=32MB", "-c", "logging_collector=off")
-	for _, kv := range settings {
-		cmd.Args = append(cmd.Args, "-c", kv)
-	}
-	asPostgres(t, cmd)
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bins, err := pgctl.FindBinaries(ctx, pgBin)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("finding PostgreSQL binaries: %v", err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting postgres: %v", err)
+	dir := testutil.TempDir(t)
+	params := map[string]string{"fsync": "off", "max_connections": "200", "shared_buffers": "32MB"}
+	for _, kv := range settings {
+		k, v, _ := strings.Cut(kv, "=")
+		params[k] = v
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	inst, err := pgctl.NewInstance(pgctl.Config{
+		NodeName:    "gwtest",
+		Binaries:    bins,
+		Dir:         dir,
+		ListenAddr:  host,
+		Port:        5433,
+		Parameters:  params,
+		HBA:         []string{"host all trusty 127.0.0.0/8 trust", "host all all 127.0.0.0/8 scram-sha-256"},
+		Superuser:   pgctl.Credentials{User: "postgres", Password: superPassword},
+		Replication: pgctl.Credentials{Password: "replication-secret-for-tests"},
+		Logger:      hclog.NewNullLogger(),
+	})
+	if err != nil {
+		t.Fatalf("pgctl: %v", err)
+	}
+	if err := inst.InitDB(ctx, pgctl.InitDBOptions{NoSync: true}); err != nil {
+		t.Fatalf("initdb: %v", err)
+	}
+	if _, err := inst.Start(ctx, pgctl.StartOptions{}); err != nil {
+		t.Fatalf("starting PostgreSQL: %v", err)
+	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer scancel()
+		if err := inst.Stop(sctx, pgctl.StopFast); err != nil {
+			t.Errorf("stopping PostgreSQL: %v", err)
 		}
-		logf.Close()
 	})
 
 	srv := &pgServer{addr: net.JoinHostPort(host, "5433"), host: host, dir: dir}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		conn, err := srv.connect(context.Background(), "postgres", superPassword, "postgres")
-		if err == nil {
-			for _, q := range []string{
-				"SET password_encryption = 'scram-sha-256'",
-				"CREATE ROLE alice LOGIN PASSWORD '" + alicePassword + "'",
-				"CREATE ROLE trusty LOGIN",
-				"CREATE ROLE nologin PASSWORD 'x'",
-				"CREATE DATABASE alice OWNER alice",
-			} {
-				if _, err = conn.Exec(context.Background(), q); err != nil {
-					break
-				}
-			}
-			conn.Close(context.Background())
-			if err != nil {
-				t.Fatalf("creating roles: %v", err)
-			}
-			return srv
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			t.Fatalf("postgres exited during start-up:\n%s", out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("postgres did not accept connections: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	conn, err := srv.connect(ctx, "postgres", superPassword, "postgres")
+	if err != nil {
+		t.Fatalf("connecting to PostgreSQL: %v", err)
 	}
+	defer conn.Close(context.Background())
+	for _, q := range []string{
+		"SET password_encryption = 'scram-sha-256'",
+		"CREATE ROLE alice LOGIN PASSWORD '" + alicePassword + "'",
+		"CREATE ROLE trusty LOGIN",
+		"CREATE ROLE nologin PASSWORD 'x'",
+		"CREATE DATABASE alice OWNER alice",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return srv
 }
 
 func (p *pgServer) connect(ctx context.Context, user, password, db string) (*pgx.Conn, error) {

@@ -182,6 +182,9 @@ func (s *session) clientToServer(be *backend) error {
 			if _, err := w.Write(msg); err != nil {
 				return err
 			}
+			if cap(s.scratch) > maxRetainedScratch {
+				s.scratch = nil
+			}
 		case 'B':
 			// Only the portal and statement names at the front matter;
 			// the parameters stream through.
@@ -267,6 +270,9 @@ func (s *session) serverToClient(be *backend) error {
 			}
 			if _, err := w.Write(msg); err != nil {
 				return err
+			}
+			if cap(scratch) > maxRetainedScratch {
+				scratch = nil
 			}
 		default:
 			if err := copyMessage(r, w, total); err != nil {

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	metrics "github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/go-hclog"
+	metrics "github.com/hashicorp/go-metrics"
 )
 
 var (
@@ -22,6 +22,11 @@ var (
 // metricsInterval is how often byte counters and gauges are pushed to the
 // metrics sink; the hot path only bumps atomics.
 const metricsInterval = 10 * time.Second
+
+// maxStartupBacklog is how many connections beyond twice MaxConnections may
+// be open at once (most of them waiting in start-up) before new ones are
+// closed unanswered.
+const maxStartupBacklog = 256
 
 // Gateway is the PostgreSQL-protocol front door of one agent.
 type Gateway struct {
@@ -35,6 +40,10 @@ type Gateway struct {
 	listeners []*listener
 	rr        atomic.Uint64 // round-robin position over standbys
 	active    atomic.Int64  // sessions counted against MaxConnections
+	open      atomic.Int64  // client connections, in start-up or not
+	// untracked counts sessions that ended after the tracker lost track
+	// of their protocol state (a tracker bug or an exotic client).
+	untracked atomic.Int64
 	nextID    atomic.Uint64
 
 	mu       sync.Mutex
@@ -122,11 +131,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { g.Close() })
 	defer stop()
 
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		g.metricsLoop()
-	}()
+	if g.track(1) {
+		go func() {
+			defer g.wg.Done()
+			g.metricsLoop()
+		}()
+	}
 
 	errc := make(chan error, len(g.listeners))
 	var acceptors sync.WaitGroup
@@ -176,12 +186,23 @@ func (g *Gateway) acceptLoop(l *listener) error {
 		}
 		backoff = 0
 		l.accepted.Add(1)
+		// Connections still in start-up do not hold a session slot yet;
+		// cap them too, so a flood of half-open connections cannot pile
+		// up goroutines until their start-up timeouts.
+		if g.open.Add(1) > int64(2*g.cfg.MaxConnections+maxStartupBacklog) {
+			g.open.Add(-1)
+			l.errors.Add(1)
+			conn.Close()
+			continue
+		}
 		if !g.track(1) {
+			g.open.Add(-1)
 			conn.Close()
 			return nil
 		}
 		go func() {
 			defer g.wg.Done()
+			defer g.open.Add(-1)
 			g.handleConn(l, conn)
 		}()
 	}

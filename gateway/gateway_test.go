@@ -169,6 +169,13 @@ func testPGX(t *testing.T, g *testGateway) {
 		t.Fatalf("notification: %+v, %v", note, err)
 	}
 
+	// The tracker followed all of that (batches, COPY, large messages,
+	// errors) without losing track: nothing pins the session.
+	if st := findSession(t, g, conn.PgConn().PID()).State; st.Pins != 0 || st.InFlight != 0 || st.TxStatus != 'I' ||
+		len(st.Listen) != 1 || st.Listen[0] != "gwtest" {
+		t.Fatalf("session state after the workload: %+v", st)
+	}
+
 	// Cancel through the gateway's own key: pgx sends a CancelRequest
 	// when the context ends.
 	qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)

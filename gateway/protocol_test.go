@@ -254,3 +254,52 @@ func FuzzMessageFraming(f *testing.F) {
 		s.track.State()
 	})
 }
+
+// BenchmarkForwardPrepared measures the gateway's CPU per request for the
+// messages of pgbench -M prepared -S, both directions, without a network.
+func BenchmarkForwardPrepared(b *testing.B) {
+	req := bytes.Join([][]byte{
+		msg('B', cstr(""), cstr("P_0"), []byte{0, 0, 0, 1, 0, 0, 0, 5}, []byte("12345"), []byte{0, 1, 0, 0}),
+		msg('D', []byte{'P'}, cstr("")), msg('E', cstr(""), []byte{0, 0, 0, 0}), msg('S'),
+	}, nil)
+	resp := bytes.Join([][]byte{
+		msg('2'), msg('T', make([]byte, 30)), msg('D', make([]byte, 12)), msg('C', cstr("SELECT 1")), msg('Z', []byte{'I'}),
+	}, nil)
+	const batch = 1000
+	in := bytes.Repeat(req, batch)
+	out := bytes.Repeat(resp, batch)
+	s, be, _ := newHarness(nil, 1<<20)
+	s.track.prepared["P_0"] = &stmtInfo{query: "SELECT 1"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		s.cr.Reset(bytes.NewReader(in))
+		be.w.Reset(io.Discard)
+		s.clientToServer(be)
+		be.r.Reset(bytes.NewReader(out))
+		s.cw.Reset(io.Discard)
+		s.serverToClient(be)
+	}
+}
+
+// BenchmarkForwardSimple: the same for pgbench -M simple -S.
+func BenchmarkForwardSimple(b *testing.B) {
+	req := msg('Q', cstr("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"))
+	resp := bytes.Join([][]byte{
+		msg('T', make([]byte, 30)), msg('D', make([]byte, 12)), msg('C', cstr("SELECT 1")), msg('Z', []byte{'I'}),
+	}, nil)
+	const batch = 1000
+	in := bytes.Repeat(req, batch)
+	out := bytes.Repeat(resp, batch)
+	s, be, _ := newHarness(nil, 1<<20)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		s.cr.Reset(bytes.NewReader(in))
+		be.w.Reset(io.Discard)
+		s.clientToServer(be)
+		be.r.Reset(bytes.NewReader(out))
+		s.cw.Reset(io.Discard)
+		s.serverToClient(be)
+	}
+}

@@ -228,11 +228,11 @@ func (s *scramServer) clientFirst(mechanism string, data []byte) ([]byte, error)
 	// client-first-bare: n=user,r=nonce[,ext...]. The user name is ignored
 	// (the start-up packet's user counts), as in PostgreSQL.
 	attrs := strings.Split(bare, ",")
-	if len(attrs) < 2 || !strings.HasPrefix(attrs[0], "n=") || !strings.HasPrefix(attrs[1], "r=") {
-		return nil, errors.New("malformed SCRAM client-first message")
-	}
 	if strings.HasPrefix(attrs[0], "m=") {
 		return nil, errors.New("SCRAM mandatory extensions are not supported")
+	}
+	if len(attrs) < 2 || !strings.HasPrefix(attrs[0], "n=") || !strings.HasPrefix(attrs[1], "r=") {
+		return nil, errors.New("malformed SCRAM client-first message")
 	}
 	clientNonce := attrs[1][2:]
 	if clientNonce == "" || !printableNonce(clientNonce) {

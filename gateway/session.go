@@ -16,10 +16,18 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
+// Buffer sizes: big enough that typical messages are handled in place and
+// results stream in few system calls, small enough that 500 idle sessions
+// stay far below the agent's memory budget (48 KiB per session, all four
+// buffers; PgBouncer's default is 4 KiB each).
 const (
-	clientReadBuffer  = 32 << 10
-	clientWriteBuffer = 32 << 10
+	clientReadBuffer  = 8 << 10
+	clientWriteBuffer = 16 << 10
 )
+
+// maxRetainedScratch is the largest scratch buffer a session keeps after a
+// message too large for its read buffer.
+const maxRetainedScratch = 64 << 10
 
 // session is one client connection and the back end serving it.
 //
@@ -89,6 +97,14 @@ func (g *Gateway) handleConn(l *listener, conn net.Conn) {
 	}
 	defer g.removeSession(s)
 	s.forward()
+	s.track.mu.Lock()
+	lost := s.track.lost
+	s.track.mu.Unlock()
+	if lost {
+		g.untracked.Add(1)
+		g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_untracked"}, 1, l.labels)
+		s.logger.Debug("session ended with its protocol state untracked")
+	}
 }
 
 // isDisconnect reports errors that just mean the peer went away.

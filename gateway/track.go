@@ -501,7 +501,10 @@ func (t *tracker) apply(st sqlclass.Statement, text string, tag []byte) {
 			clear(t.sqlPrepared)
 			clear(t.prepared)
 		} else {
+			// SQL and protocol prepared statements share one namespace:
+			// DEALLOCATE drops either.
 			delete(t.sqlPrepared, st.Name)
+			delete(t.prepared, st.Name)
 		}
 	case sqlclass.Other:
 		// Not understood: it may have changed session state we cannot

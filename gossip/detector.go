@@ -19,6 +19,11 @@ import (
 // the cost stays bounded in a large cluster (memberlist still probes all).
 const backgroundMaxNodes = 32
 
+// leftGrace is how long after a node left its acks are not taken to mean
+// it came back: a leaving node keeps answering while its leave propagates
+// (serf's LeavePropagateDelay, 1s).
+const leftGrace = 3 * time.Second
+
 // detector keeps our view of every peer and publishes the event stream.
 //
 // Suspicion is ours: memberlist keeps its own suspect state to itself
@@ -59,6 +64,7 @@ type peer struct {
 	confirming bool
 	rejoining  bool
 	lastRejoin time.Time
+	leftAt     time.Time
 }
 
 func newDetector(g *Gossip, buffer int) *detector {
@@ -214,6 +220,7 @@ func (d *detector) onSerfEvent(me serf.MemberEvent) {
 				d.emitLocked(EventUpdate, p)
 			}
 		case serf.EventMemberLeave:
+			p.leftAt = time.Now()
 			if p.view != StatusLeft {
 				p.view = StatusLeft
 				d.emitLocked(EventLeave, p)
@@ -239,7 +246,11 @@ func (d *detector) onSerfEvent(me serf.MemberEvent) {
 
 // reconcileLocked starts and stops probers: watched nodes that are alive
 // or failed (a failed primary is pinged so that we notice it come back),
-// and up to backgroundMaxNodes other alive nodes.
+// and up to backgroundMaxNodes other nodes, failed and left ones included:
+// a node that answers after it failed or left is back, and rejoining it
+// at once tells it to refute the death we remember (memberlist ignores a
+// restarted node's alive messages while it remembers a higher incarnation,
+// until a push/pull happens to tell the node).
 func (d *detector) reconcileLocked() {
 	if d.closed || d.ml == nil {
 		return
@@ -250,7 +261,7 @@ func (d *detector) reconcileLocked() {
 		switch {
 		case d.isWatchedLocked(name):
 			want = p.serf == serf.StatusAlive || p.serf == serf.StatusFailed
-		case d.g.timing.BackgroundInterval > 0 && p.serf == serf.StatusAlive && background < backgroundMaxNodes:
+		case d.g.timing.BackgroundInterval > 0 && p.serf != serf.StatusLeaving && background < backgroundMaxNodes:
 			want = true
 			background++
 		}
@@ -342,10 +353,14 @@ func (d *detector) onAck(name string, rtt time.Duration) {
 		p.view = StatusAlive
 		d.emitLocked(EventAlive, p)
 	}
-	if p.serf == serf.StatusFailed {
+	switch {
+	case p.serf == serf.StatusFailed:
 		// It answers but serf still has it dead: a healed partition or a
 		// false death. Rejoining makes it refute now rather than at serf's
 		// next reconnect.
+		d.rejoinLocked(name, p)
+	case p.serf == serf.StatusLeft && time.Since(p.leftAt) > leftGrace:
+		// It left and answers again: it was restarted.
 		d.rejoinLocked(name, p)
 	}
 }

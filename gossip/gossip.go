@@ -97,7 +97,9 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.serf = s
 	g.ml = s.Memberlist()
+	g.det.mu.Lock()
 	g.det.ml = g.ml
+	g.det.mu.Unlock()
 	g.tags = newTagger(cfg.Tags, cfg.TagInterval, s.SetTags, func(err error) {
 		g.logger.Warn("coalesced tag update failed", "error", err)
 	})

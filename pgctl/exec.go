@@ -42,17 +42,25 @@ func (c *cappedBuffer) String() string { return c.buf.String() }
 // agent's environment without PG* variables (a stray PGPASSWORD,
 // PGHOST or PGDATA would change what the programs do) and with the C locale
 // for messages pgctl parses.
-func childEnv(extra ...string) []string {
+// When PostgreSQL runs as another user than the agent, HOME points at the
+// node directory: libpq and the server look for files under HOME, and the
+// agent's (root's) home is not theirs to read.
+func (i *Instance) childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "PG") || k == "LC_ALL" || k == "LC_MESSAGES" || k == "LANG" || k == "LANGUAGE" {
 			continue
 		}
+		if k == "HOME" && i.user.asRoot {
+			continue
+		}
 		env = append(env, kv)
 	}
-	env = append(env, "LC_ALL=C", "LANG=C")
-	return append(env, extra...)
+	if i.user.asRoot {
+		env = append(env, "HOME="+i.cfg.Dir)
+	}
+	return append(env, "LC_ALL=C", "LANG=C")
 }
 
 // run runs a PostgreSQL helper program (initdb, pg_basebackup, pg_rewind,
@@ -63,7 +71,7 @@ func (i *Instance) run(ctx context.Context, name string, args ...string) (string
 	path := i.cfg.Binaries.Path(name)
 	out := &cappedBuffer{max: maxCapturedOutput}
 	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = childEnv()
+	cmd.Env = i.childEnv()
 	cmd.Dir = i.cfg.Dir
 	cmd.Stdout = out
 	cmd.Stderr = out

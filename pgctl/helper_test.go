@@ -137,35 +137,7 @@ func TestPdeathsig(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=pdeathsig", helperDirEnv+"="+n.cfg.Dir, helperAddrEnv+"="+n.addr)
-	cmd.Stderr = testWriter{t}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-
-	pidc := make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "PID "); ok {
-				pid, _ := strconv.Atoi(v)
-				pidc <- pid
-			}
-		}
-		close(pidc)
-	}()
-	var pid int
-	select {
-	case pid = <-pidc:
-	case <-time.After(90 * time.Second):
-		t.Fatal("helper did not start PostgreSQL")
-	}
+	cmd, pid := startHelperPostmaster(t, n)
 	if pid == 0 || !processAlive(pid) {
 		t.Fatalf("helper reported postmaster pid %d, not alive", pid)
 	}
@@ -238,6 +210,77 @@ func childrenOf(ppid int) []int {
 		}
 	}
 	return out
+}
+
+// startHelperPostmaster runs n's PostgreSQL from a helper agent process
+// and returns the helper and the postmaster's pid.
+func startHelperPostmaster(t *testing.T, n *testNode) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=pdeathsig", helperDirEnv+"="+n.cfg.Dir, helperAddrEnv+"="+n.addr)
+	cmd.Stderr = testWriter{t}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	pidc := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "PID "); ok {
+				pid, _ := strconv.Atoi(v)
+				pidc <- pid
+			}
+		}
+		close(pidc)
+	}()
+	var pid int
+	select {
+	case pid = <-pidc:
+	case <-time.After(90 * time.Second):
+		t.Fatal("helper did not start PostgreSQL")
+	}
+	return cmd, pid
+}
+
+// TestForeignPostmaster: a postmaster on our data directory that this
+// Instance did not start is detected, refuses a second start, and can be
+// reloaded, queried and stopped.
+func TestForeignPostmaster(t *testing.T) {
+	n := newTestNode(t, "foreign", true)
+	cmd, pid := startHelperPostmaster(t, n)
+	ctx := testCtx(t, time.Minute)
+	if got, ok := n.foreignPostmaster(); !ok || got != pid {
+		t.Fatalf("foreign postmaster not found: %d %v (want %d)", got, ok, pid)
+	}
+	if _, err := n.Start(ctx, StartOptions{}); err == nil || !strings.Contains(err.Error(), "not started by this agent") {
+		t.Fatalf("Start over a foreign postmaster: %v", err)
+	}
+	if err := n.RemoveData(); err == nil {
+		t.Fatal("RemoveData under a running postmaster")
+	}
+	if st, err := n.Status(ctx); err != nil || st.Role != RolePrimary {
+		t.Fatalf("Status of a foreign postmaster: %+v %v", st, err)
+	}
+	if err := n.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(ctx, StopFast); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait() // the helper notices its postmaster is gone and exits
+	if processAlive(pid) {
+		t.Fatal("foreign postmaster survived Stop")
+	}
+	if cd, err := n.ControlData(ctx); err != nil || !cd.CleanShutdown() {
+		t.Fatalf("after stopping the foreign postmaster: %+v %v", cd, err)
+	}
+	startNode(t, n, StartOptions{})
 }
 
 // TestUnprivilegedLifecycle runs initdb, a fenced start, unfencing, a

@@ -140,10 +140,15 @@ func newTestNode(t testing.TB, name string, withData bool) *testNode {
 			b, _ := os.ReadFile(inst.Config().LogFile)
 			t.Logf("PostgreSQL log of %s:\n%s", name, lastN(string(b), 4000))
 		}
-		// The secrets must never reach the agent's logs.
+		// The secrets must never reach the agent's logs, nor PostgreSQL's
+		// (which logs every statement here: log_statement=all).
+		pglog, _ := os.ReadFile(inst.Config().LogFile)
 		for _, s := range []string{testSuper.Password, testRepl.Password} {
 			if strings.Contains(logs.String(), s) {
-				t.Errorf("a secret appeared in the logs of %s", name)
+				t.Errorf("a secret appeared in the agent log of %s", name)
+			}
+			if strings.Contains(string(pglog), s) {
+				t.Errorf("a secret appeared in the PostgreSQL log of %s", name)
 			}
 		}
 	})

@@ -111,8 +111,11 @@ func (i *Instance) createReplicationRole(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The verifier, not the password, goes over the wire and into any
-	// statement log.
+	// The verifier, not the password, goes over the wire; and this session
+	// keeps even the verifier out of the server log.
+	if _, err := conn.Exec(ctx, "SET log_statement = 'none'; SET log_min_duration_statement = -1; SET log_min_error_statement = panic"); err != nil {
+		return fmt.Errorf("creating replication role: %w", err)
+	}
 	sql := fmt.Sprintf("CREATE ROLE %s WITH LOGIN REPLICATION PASSWORD %s",
 		pgx.Identifier{i.cfg.Replication.User}.Sanitize(), quoteLiteral(verifier))
 	if _, err := conn.Exec(ctx, sql); err != nil {

@@ -1,6 +1,7 @@
 package pgctl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -116,9 +117,10 @@ type Instance struct {
 
 	opMu sync.Mutex // serialises lifecycle operations
 
-	mu    sync.Mutex
-	state dynamicState
-	pm    *Postmaster
+	mu          sync.Mutex
+	state       dynamicState
+	pm          *Postmaster
+	startCancel context.CancelFunc // set while Start waits for readiness
 }
 
 // NewInstance validates cfg, fills defaults and returns an Instance. It

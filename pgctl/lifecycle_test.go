@@ -35,6 +35,14 @@ func TestInitDB(t *testing.T) {
 		t.Fatalf("control data after initdb: %+v", cd)
 	}
 	checkOwnership(t, n)
+	// The role was created with a verifier and without statement logging:
+	// the server's log (log_statement=all here) shows neither the password
+	// nor the verifier, though it logged the session's other statements.
+	pglog, _ := os.ReadFile(n.cfg.LogFile)
+	if !strings.Contains(string(pglog), "SET log_statement") || strings.Contains(string(pglog), "SCRAM-SHA-256$") ||
+		strings.Contains(string(pglog), testRepl.Password) {
+		t.Fatalf("PostgreSQL log after initdb:\n%s", lastN(string(pglog), 3000))
+	}
 
 	// A second initdb must not touch existing data.
 	if err := n.InitDB(ctx, InitDBOptions{NoSync: true}); !errors.Is(err, ErrDataExists) {

@@ -39,3 +39,17 @@ func parseNullLSN(s *string) (LSN, error) {
 	}
 	return ParseLSN(*s)
 }
+
+// MarshalText renders the LSN as PostgreSQL does, so JSON and logs show
+// "0/3000060" rather than a number.
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText parses PostgreSQL's notation.
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}

@@ -228,9 +228,10 @@ func processAlive(pid int) bool {
 // bounded by ctx, until it answers a real query over the unix socket. The
 // managed configuration and pg_hba.conf are rewritten first.
 //
-// If ctx ends before PostgreSQL is ready (a standby replaying a long WAL
-// backlog, say) Start returns the running Postmaster and an error: the
-// caller decides whether to keep waiting (WaitReady) or Stop. If the
+// If PostgreSQL runs but is not ready when ctx ends (a standby replaying a
+// long WAL backlog, say), or refuses the control role, Start returns the
+// running Postmaster and an error: the caller decides whether to keep
+// waiting (WaitReady) or Stop. If the
 // postmaster exits during start-up, Start returns a nil Postmaster and an
 // error quoting its log. Every exit of a Postmaster that Start returned is
 // reported through Config.OnExit and Postmaster.Done; an exit during
@@ -264,7 +265,19 @@ func (i *Instance) start(ctx context.Context, opts StartOptions) (*Postmaster, e
 	if err := i.writeConfig(st); err != nil {
 		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
 	}
-	return i.startWithRetry(ctx, nil)
+	// Stop cancels a start that is still waiting for readiness, so an agent
+	// shutting down is not held up by a standby replaying a long backlog.
+	sctx, cancel := context.WithCancel(ctx)
+	i.mu.Lock()
+	i.startCancel = cancel
+	i.mu.Unlock()
+	defer func() {
+		i.mu.Lock()
+		i.startCancel = nil
+		i.mu.Unlock()
+		cancel()
+	}()
+	return i.startWithRetry(sctx, nil)
 }
 
 // startWithRetry spawns the postmaster and waits for readiness. A
@@ -303,8 +316,9 @@ func (i *Instance) startWithRetry(ctx context.Context, args []string) (*Postmast
 
 // spawn starts the postmaster from a goroutine locked to its OS thread for
 // the child's whole life: Linux delivers Pdeathsig when the forking thread
-// exits, and Go's runtime may retire an unlocked thread at any time, which
-// would kill a healthy postmaster. With the thread pinned, the postmaster
+// exits, not the process, and the Go runtime terminates threads (one whose
+// locked goroutine returns without unlocking, for instance); forking from
+// an arbitrary goroutine's thread could kill a healthy postmaster later. With the thread pinned, the postmaster
 // gets SIGKILL exactly when the agent process dies, so an orphaned
 // PostgreSQL cannot stay a writable primary.
 func (i *Instance) spawn(args []string) (*Postmaster, error) {
@@ -320,7 +334,7 @@ func (i *Instance) spawn(args []string) (*Postmaster, error) {
 
 	argv := append([]string{"-D", i.cfg.DataDir}, args...)
 	cmd := exec.Command(i.cfg.Binaries.Path("postgres"), argv...)
-	cmd.Env = childEnv()
+	cmd.Env = i.childEnv()
 	cmd.Dir = i.cfg.DataDir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -472,10 +486,16 @@ func (i *Instance) logSince(off int64) string {
 // Stop shuts PostgreSQL down in mode and waits until the postmaster has
 // exited. ctx bounds the requested mode; when it ends, Stop escalates
 // (smart → fast → immediate → SIGKILL), giving each further step
-// Config.StopGrace. Stop also stops a postmaster on PGDATA that this
+// Config.StopGrace. A Start still waiting for readiness is cancelled
+// first. Stop also stops a postmaster on PGDATA that this
 // Instance did not start (found through postmaster.pid). Stopping a stopped
 // instance is not an error.
 func (i *Instance) Stop(ctx context.Context, mode StopMode) error {
+	i.mu.Lock()
+	if i.startCancel != nil {
+		i.startCancel()
+	}
+	i.mu.Unlock()
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
 	return i.stop(ctx, mode)

@@ -2,6 +2,7 @@ package pgctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -29,6 +30,14 @@ func TestLSN(t *testing.T) {
 		if got.String() != c.in {
 			t.Errorf("LSN(%#x).String() = %q, want %q", uint64(c.want), got.String(), c.in)
 		}
+	}
+	b, err := json.Marshal(struct{ L LSN }{0x16B374D848})
+	if err != nil || string(b) != `{"L":"16/B374D848"}` {
+		t.Fatalf("JSON: %s, %v", b, err)
+	}
+	var back struct{ L LSN }
+	if err := json.Unmarshal(b, &back); err != nil || back.L != 0x16B374D848 {
+		t.Fatalf("JSON round trip: %v, %v", back.L, err)
 	}
 	for _, bad := range []string{"", "3000060", "0/", "/1", "G/1", "100000000/0", "0/100000000"} {
 		if _, err := ParseLSN(bad); err == nil {

@@ -247,11 +247,15 @@ func reportUnknown(body, remain hcl.Body, prefix string, attrNames, blockNames m
 	}
 
 	if sb, ok := body.(*hclsyntax.Body); ok {
-		var found []*Error
-		before := len(*errs)
-		for name, a := range sb.Attributes {
-			if !attrNames[name] {
-				unknown(name, a.NameRange, false)
+		// Attributes are a map: visit them in source order.
+		attrs := make([]*hclsyntax.Attribute, 0, len(sb.Attributes))
+		for _, a := range sb.Attributes {
+			attrs = append(attrs, a)
+		}
+		sort.Slice(attrs, func(i, j int) bool { return attrs[i].NameRange.Start.Byte < attrs[j].NameRange.Start.Byte })
+		for _, a := range attrs {
+			if !attrNames[a.Name] {
+				unknown(a.Name, a.NameRange, false)
 			}
 		}
 		for _, b := range sb.Blocks {
@@ -259,9 +263,6 @@ func reportUnknown(body, remain hcl.Body, prefix string, attrNames, blockNames m
 				unknown(b.Type, b.TypeRange, true)
 			}
 		}
-		// Map iteration is random: sort this batch by position.
-		found = (*errs)[before:]
-		sort.SliceStable(found, func(i, j int) bool { return found[i].Pos.Line < found[j].Pos.Line })
 		return
 	}
 

@@ -76,10 +76,17 @@ func Load(opts LoadOpts) (*RuntimeConfig, []string, error) {
 		readDir(d)
 	}
 
-	rt, warnings, buildErrs := build(srcs, &opts.FlagConfig)
-	errs = append(errs, buildErrs...)
 	if len(errs) > 0 {
-		return nil, warnings, errs
+		// As with a syntax error: what the unreadable file says is
+		// unknown, so only report what the readable files get wrong on
+		// their own (unknown keys, wrong types), not missing keys.
+		_, _, decodeErrs := build(srcs, nil, false)
+		errs = append(errs, decodeErrs...)
+		return nil, nil, errs
+	}
+	rt, warnings, buildErrs := build(srcs, &opts.FlagConfig, true)
+	if len(buildErrs) > 0 {
+		return nil, warnings, buildErrs
 	}
 	return rt, warnings, nil
 }
@@ -111,7 +118,9 @@ func errorCause(err error) error {
 }
 
 // build merges the sources and the flags and produces the runtime config.
-func build(srcs []source, flags *Config) (*RuntimeConfig, []string, Errors) {
+// Without validate it only decodes, reporting syntax, unknown-key and type
+// errors.
+func build(srcs []source, flags *Config, validate bool) (*RuntimeConfig, []string, Errors) {
 	m := &merged{pos: positions{}, list: map[string][]Pos{}}
 	var (
 		errs     Errors
@@ -136,7 +145,7 @@ func build(srcs []source, flags *Config) (*RuntimeConfig, []string, Errors) {
 	if flags != nil {
 		m.add(flagSource(flags))
 	}
-	if !syntaxOK {
+	if !syntaxOK || !validate {
 		// What a broken file meant to say is unknown: checking the rest
 		// would report missing keys that are only hidden by the error.
 		sortErrors(errs, srcs)
@@ -365,6 +374,15 @@ var hbaTypes = map[string]bool{
 	"hostgssenc": true, "hostnogssenc": true,
 }
 
+// reservedTags are the gossip tags the agent sets itself (gossip/tags.go,
+// agent/cluster.go); a user tag of the same name would be overwritten. "dc"
+// is free text and left to the user.
+var reservedTags = map[string]bool{
+	"role": true, "pg": true, "gw": true, "api": true, "raft": true,
+	"raft_addr": true, "build": true, "lsn": true, "cluster": true,
+	"pgaddr": true, "expect": true, "rstate": true, "nofailover": true, "prio": true,
+}
+
 // maxUserTagBytes bounds the user's tags: serf's whole tag set must fit in
 // 512 bytes, and pgbattery's own tags need most of it.
 const maxUserTagBytes = 192
@@ -467,8 +485,15 @@ func (b *builder) build() *RuntimeConfig {
 	rt.Tags = map[string]string{}
 	tagBytes := 0
 	for k, v := range c.Tags {
-		if k == "" {
+		switch {
+		case k == "":
 			b.errf("tags", "a tag name must not be empty")
+		case reservedTags[k]:
+			key := "tags." + k
+			if _, ok := b.m.pos[key]; !ok {
+				key = "tags"
+			}
+			b.errf(key, "%q is a tag pgbattery sets itself", k)
 		}
 		rt.Tags[k] = v
 		tagBytes += len(k) + len(v) + 2

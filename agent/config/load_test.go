@@ -332,6 +332,12 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name:    "reserved tag",
+			file:    "tags.hcl",
+			content: base + "tags = {\n  zone = \"a\"\n  role = \"primary\"\n}\n",
+			want:    []string{`FILE:6: tags.role: "role" is a tag pgbattery sets itself`},
+		},
+		{
 			name:    "bad addresses",
 			file:    "addr.hcl",
 			content: "data_dir = \"/x\"\nbind_addr = \"localhost\"\nadvertise_addr = \"0.0.0.0\"\n",
@@ -360,18 +366,16 @@ func TestLoadErrorsAcrossFilesAndFlags(t *testing.T) {
 	dir := t.TempDir()
 	a := writeFile(t, dir, "a.hcl", base+"ports {\n  http = 99999\n}\n")
 	b := writeFile(t, dir, "b.json", "{\n  \"log_level\": \"loud\"\n}\n")
-	missing := filepath.Join(dir, "missing.hcl")
 
 	var opts LoadOpts
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	AddFlags(fs, &opts)
-	if err := fs.Parse([]string{"-config-file", a, "-config-file", missing, "-config-file", b,
+	if err := fs.Parse([]string{"-config-file", a, "-config-file", b,
 		"-gateway-port", "0", "-bootstrap-expect", "3", "-retry-interval", "soon"}); err != nil {
 		t.Fatal(err)
 	}
 	got := loadErrors(t, opts)
 	want := []string{
-		missing + ": cannot read config file: no such file or directory",
 		a + ":5: ports.http: must be 1..65535, not 99999",
 		b + ":2: log_level: must be one of \"trace\", \"debug\", \"info\", \"warn\" or \"error\", not \"loud\"",
 		"flag -bootstrap-expect: requires server = true: only servers (raft voters) bootstrap the cluster",
@@ -380,6 +384,23 @@ func TestLoadErrorsAcrossFilesAndFlags(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("errors:\n got: %s\nwant: %s", strings.Join(got, "\n      "), strings.Join(want, "\n      "))
+	}
+}
+
+// TestLoadUnreadableFile: a file that cannot be read is reported, with
+// what the other files get wrong by themselves, but no missing keys: the
+// unreadable file may well have set them.
+func TestLoadUnreadableFile(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.hcl")
+	other := writeFile(t, dir, "other.hcl", "ports {\n  htp = 1\n}\n")
+	got := loadErrors(t, LoadOpts{ConfigFiles: []string{missing, other}})
+	want := []string{
+		missing + ": cannot read config file: no such file or directory",
+		other + `:2: ports.htp: unknown key (did you mean "http"?)`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n got: %q\nwant: %q", got, want)
 	}
 }
 
@@ -701,7 +722,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`{"node_name": 1e999999, "gossip": [{"profile": "lan"}, {"profile": 1}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, json := range []bool{false, true} {
-			rt, _, errs := build([]source{{name: "fuzz", data: data, json: json}}, nil)
+			rt, _, errs := build([]source{{name: "fuzz", data: data, json: json}}, nil, true)
 			if len(errs) == 0 && rt == nil {
 				t.Fatal("no config and no error")
 			}

@@ -2,7 +2,10 @@ package consensus
 
 import (
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,10 +17,15 @@ import (
 // trials:
 //
 //	go test ./agent/consensus -run '^$' -bench ElectionAfterLeaderKill -benchtime 30x
+//
+// PGB_RAFT_BASE_MS=100,150 sweeps other base timeouts (heartbeat = election
+// = leader lease) at multiplier 1, for choosing the defaults.
 func BenchmarkElectionAfterLeaderKill(b *testing.B) {
-	for _, m := range []int{1, 2} {
-		b.Run(fmt.Sprintf("multiplier=%d", m), func(b *testing.B) {
-			nodes := newCluster(b, 3, multiplier(m))
+	variants := []timingVariant{{"multiplier=1", []nodeOpt{multiplier(1)}}, {"multiplier=2", []nodeOpt{multiplier(2)}}}
+	variants = append(variants, baseSweep(b)...)
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			nodes := newCluster(b, 3, v.opts...)
 			samples := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -58,8 +66,8 @@ func BenchmarkElectionAfterLeaderKill(b *testing.B) {
 			b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-ms")
 			b.ReportMetric(float64(samples[len(samples)-1].Milliseconds()), "max-ms")
 			b.ReportMetric(0, "ns/op")
-			b.Logf("multiplier %d: %d trials, election after leader kill p50 %v p99 %v max %v (timings %+v)",
-				m, len(samples), pct(0.5), pct(0.99), samples[len(samples)-1], nodes[0].node.Timings())
+			b.Logf("%s: %d trials, election after leader kill p50 %v p99 %v max %v (timings %+v)",
+				v.name, len(samples), pct(0.5), pct(0.99), samples[len(samples)-1], nodes[0].node.Timings())
 		})
 	}
 }
@@ -71,7 +79,14 @@ func BenchmarkElectionAfterLeaderKill(b *testing.B) {
 //
 //	go test ./agent/consensus -run '^$' -bench SpuriousElections -benchtime 30x
 func BenchmarkSpuriousElections(b *testing.B) {
-	nodes := newCluster(b, 3)
+	b.Run("default", func(b *testing.B) { spuriousElections(b) })
+	for _, v := range baseSweep(b) {
+		b.Run(v.name, func(b *testing.B) { spuriousElections(b, v.opts...) })
+	}
+}
+
+func spuriousElections(b *testing.B, opts ...nodeOpt) {
+	nodes := newCluster(b, 3, opts...)
 	leader := waitLeader(b, nodes, 10*time.Second)
 	startTerm := leader.node.Term()
 	failedApplies := 0
@@ -104,4 +119,30 @@ func BenchmarkSpuriousElections(b *testing.B) {
 	b.ReportMetric(float64(failedApplies), "failed-applies")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d s: %d new terms, %d failed applies (timings %+v)", b.N, term-startTerm, failedApplies, nodes[0].node.Timings())
+}
+
+type timingVariant struct {
+	name string
+	opts []nodeOpt
+}
+
+// baseSweep reads PGB_RAFT_BASE_MS ("100,150"): variants with those base
+// timeouts (heartbeat = election = leader lease) at multiplier 1.
+func baseSweep(b *testing.B) []timingVariant {
+	env := os.Getenv("PGB_RAFT_BASE_MS")
+	if env == "" {
+		return nil
+	}
+	var out []timingVariant
+	for _, f := range strings.Split(env, ",") {
+		ms, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || ms < 5 {
+			b.Fatalf("PGB_RAFT_BASE_MS: bad value %q", f)
+		}
+		d := time.Duration(ms) * time.Millisecond
+		out = append(out, timingVariant{fmt.Sprintf("base=%dms", ms), []nodeOpt{multiplier(1), tweak(func(c *Config) {
+			c.baseTimings = &Timings{HeartbeatTimeout: d, ElectionTimeout: d, LeaderLeaseTimeout: d}
+		})}})
+	}
+	return out
 }

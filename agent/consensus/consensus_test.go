@@ -354,6 +354,35 @@ func TestLeadershipTransferToNamedServer(t *testing.T) {
 	}
 }
 
+func TestLeaveHandsOverLeadership(t *testing.T) {
+	nodes := newCluster(t, 3)
+	apply(t, nodes, "a=1")
+	leader := waitLeader(t, nodes, 10*time.Second)
+	var others []*testNode
+	for _, tn := range nodes {
+		if tn != leader {
+			others = append(others, tn)
+		}
+	}
+	if err := leader.node.Leave(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	leader.node = nil
+	// Handed over, not elected after a timeout: the new leader was in
+	// place when Leave returned, or is within moments.
+	next := waitLeader(t, others, 10*time.Second)
+	apply(t, others, "b=2")
+	waitFor(t, 5*time.Second, "the follower to apply", func() bool {
+		for _, tn := range others {
+			if tn.fsm.len() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	_ = next
+}
+
 func TestSnapshotCatchUpAndRestore(t *testing.T) {
 	small := tweak(func(c *Config) {
 		c.snapshotThreshold = 16

@@ -59,6 +59,11 @@ func (n *Node) MaybeBootstrap(servers []Server) (bool, error) {
 		if s.ID == "" || s.Address == "" {
 			return false, fmt.Errorf("bootstrapping raft: server %q has no ID or raft address", s.Name)
 		}
+		addr, err := withPort(s.Address)
+		if err != nil {
+			return false, fmt.Errorf("bootstrapping raft: server %s: raft address: %w", s.ID, err)
+		}
+		s.Address = addr
 		if s.Expect != 0 && s.Expect != n.cfg.BootstrapExpect {
 			return false, fmt.Errorf("bootstrapping raft: server %s (%s) expects %d servers, this node %d; start every server with the same bootstrap_expect", s.Name, s.ID, s.Expect, n.cfg.BootstrapExpect)
 		}
@@ -153,6 +158,7 @@ func (n *Node) change(ctx context.Context, what string, decide func(raft.Configu
 // non-voter, or updates its address. A voter already at addr is left
 // alone. Leader only; changes are serialized.
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
+	addr = normalizeAddr(addr)
 	return n.change(ctx, fmt.Sprintf("adding raft voter %s at %s", id, addr), func(conf raft.Configuration) (func(uint64, time.Duration) raft.IndexFuture, error) {
 		if id == "" || addr == "" {
 			return nil, errors.New("server ID and address are required")
@@ -173,6 +179,7 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 // not vote), or updates a non-voter's address. It refuses to demote a voter:
 // use DemoteVoter for that. Leader only; changes are serialized.
 func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
+	addr = normalizeAddr(addr)
 	return n.change(ctx, fmt.Sprintf("adding raft non-voter %s at %s", id, addr), func(conf raft.Configuration) (func(uint64, time.Duration) raft.IndexFuture, error) {
 		if id == "" || addr == "" {
 			return nil, errors.New("server ID and address are required")
@@ -245,4 +252,13 @@ func addrTaken(conf raft.Configuration, id, addr string) error {
 		}
 	}
 	return nil
+}
+
+// normalizeAddr gives a bare host DefaultPort; anything unparsable is left
+// for raft's dial to report.
+func normalizeAddr(addr string) string {
+	if a, err := withPort(addr); err == nil {
+		return a
+	}
+	return addr
 }

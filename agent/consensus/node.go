@@ -105,8 +105,7 @@ func (n *Node) Address() string { return n.cfg.AdvertiseAddr }
 
 // Timings are the raft timeouts this node runs with.
 func (n *Node) Timings() Timings {
-	t, _ := TimingsFor(n.cfg.Multiplier)
-	return t
+	return n.cfg.timings()
 }
 
 // HasExistingState reports whether this node has raft state (a term, log
@@ -259,6 +258,32 @@ func (n *Node) Snapshot(ctx context.Context) error {
 		return fmt.Errorf("taking raft snapshot: %w", err)
 	}
 	return nil
+}
+
+// Leave is a graceful stop: a leader first hands leadership to another
+// voter (bounded by ctx), so the group does not wait out an election
+// timeout, then the node shuts down. It does not remove the node from the
+// configuration: that is the agent's decision (RemoveServer on the leader).
+func (n *Node) Leave(ctx context.Context) error {
+	if n.IsLeader() {
+		conf, _, err := n.configuration()
+		if err == nil && voters(conf) > 1 {
+			if err := n.LeadershipTransfer(ctx); err != nil {
+				n.logger.Warn("could not hand over raft leadership before leaving", "error", err)
+			}
+		}
+	}
+	return n.Shutdown()
+}
+
+func voters(conf raft.Configuration) int {
+	v := 0
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter {
+			v++
+		}
+	}
+	return v
 }
 
 // Shutdown stops raft, the transport and the store. It is safe to call more

@@ -93,7 +93,14 @@ func TestMutualTLS(t *testing.T) {
 	cluster := newTestCA(t, "cluster CA")
 	other := newTestCA(t, "some other CA")
 
-	nodes := []*testNode{tlsNode(t, cluster, "s1"), tlsNode(t, cluster, "s2"), tlsNode(t, cluster, "s3")}
+	// s3 hands its certificate out through GetCertificate (as a reloading
+	// agent would) rather than Certificates.
+	viaCallback := tweak(func(c *Config) {
+		cert := c.TLS.Certificates[0]
+		c.TLS.Certificates = nil
+		c.TLS.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	})
+	nodes := []*testNode{tlsNode(t, cluster, "s1"), tlsNode(t, cluster, "s2"), tlsNode(t, cluster, "s3", viaCallback)}
 	var servers []Server
 	for _, tn := range nodes {
 		servers = append(servers, tn.server())

@@ -65,6 +65,13 @@ func mutualTLS(base *tls.Config) (server, client *tls.Config) {
 	}
 
 	client = base.Clone()
+	if len(client.Certificates) == 0 && client.GetClientCertificate == nil && base.GetCertificate != nil {
+		// One certificate source for both directions (it may reload).
+		getCert := base.GetCertificate
+		client.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return getCert(&tls.ClientHelloInfo{})
+		}
+	}
 	if client.MinVersion < tls.VersionTLS12 {
 		client.MinVersion = tls.VersionTLS12
 	}

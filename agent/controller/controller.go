@@ -573,7 +573,7 @@ func (c *Controller) chooseCandidate(st *fsm.State, probes []probeResult, minLSN
 	}
 	var ref fsm.LSN // async: the WAL position the old primary is known to have reached
 	if !syncMode {
-		ref = max(c.lastPrimaryLSN, st.Lease.FinalLSN)
+		ref = max(c.lastPrimaryLSN, st.Lease.FinalLSN, st.Lease.RenewedLSN)
 	}
 	var best *probeResult
 	for i := range probes {

@@ -158,7 +158,7 @@ func newHarness(t *testing.T, mode string, names ...string) *harness {
 	}
 	h.prop.apply(&fsm.Bootstrap{ClusterID: "c", Node: names[0], Sync: sync})
 	h.prop.apply(&fsm.RecordFence{Node: names[0], Epoch: 1, Timeline: 1, XID: 10})
-	h.cfg = Config{Node: "ctl", Mode: mode, Timings: timings(), MaxLagOnFailover: 1000, SwitchoverTimeout: 5 * time.Second, RetryInterval: 300 * time.Millisecond, SerialProbes: true}
+	h.cfg = Config{Node: "ctl", Mode: mode, Timings: timings(), MaxLagOnFailover: 1000, SwitchoverTimeout: 5 * time.Second, RetryInterval: 300 * time.Millisecond, SyncInterval: 200 * time.Millisecond, SerialProbes: true}
 	h.rebuild()
 	flush := map[string]fsm.LSN{}
 	for _, s := range standbys {
@@ -296,7 +296,7 @@ func TestReleasedLeaseFailsOverAtOnce(t *testing.T) {
 		t.Fatalf("history: %+v", tr)
 	}
 	for _, c := range tr.Candidates {
-		if c.Node == "b" && !strings.Contains(c.Rejected, "less WAL") {
+		if c.Node == "b" && !strings.Contains(c.Rejected, "needs at least 0/78") {
 			t.Fatalf("b rejected for %q", c.Rejected)
 		}
 	}
@@ -314,7 +314,8 @@ func failoverWith(t *testing.T, mode string, names []string, probes map[string]P
 		mutate(h)
 	}
 	h.step()
-	h.prop.apply(&fsm.ReleaseLease{Holder: names[0], Epoch: 1, Cause: "test"})
+	st := h.f.State()
+	h.prop.apply(&fsm.ReleaseLease{Holder: st.Primary, Epoch: st.Epoch, Cause: "test"})
 	h.prober.down(names[0])
 	for n, s := range probes {
 		if s.Timeline == 0 && !s.Running {
@@ -351,18 +352,24 @@ func TestCandidateChoice(t *testing.T) {
 				st := h.f.State()
 				h.prop.apply(&fsm.SetPrimary{Node: "a", Epoch: 2, ExpectLeaseVersion: st.Lease.Version, Sync: st.Sync})
 				h.prop.apply(&fsm.RecordFence{Node: "a", Epoch: 2, Timeline: 2})
-			}, "", "needs"},
+			}, "d", "on timeline 1, cluster is on 2"},
 		{"quorum of sync standbys not reached", fsm.ModeQuorum, map[string]PGStatus{"b": standby(100, 1), "c": standby(300, 1), "d": {}, "e": {}}, nil, "", "answered"},
 		{"quorum reached with one down", fsm.ModeQuorum, map[string]PGStatus{"b": standby(100, 1), "c": standby(300, 1), "d": standby(200, 1), "e": {}}, nil, "c", ""},
 		{"async within lag", fsm.ModeAsync, map[string]PGStatus{"b": standby(100, 1), "c": standby(150, 1), "d": {}, "e": {}}, nil, "c", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			h, s := failoverWith(t, c.mode, names, c.probes, c.mutate)
+			var epochBefore uint64
+			h, s := failoverWith(t, c.mode, names, c.probes, func(h *harness) {
+				if c.mutate != nil {
+					c.mutate(h)
+				}
+				epochBefore = h.f.State().Epoch
+			})
 			sp := h.lastSetPrimary()
 			if c.want == "" {
-				if sp != nil && sp.Epoch == h.f.State().Epoch {
-					t.Fatalf("promoted %s, want refusal", sp.Node)
+				if h.f.State().Epoch != epochBefore {
+					t.Fatalf("promoted %s, want refusal", h.f.State().Primary)
 				}
 				if s.State != StatusBlocked {
 					t.Fatalf("status %s, want blocked", s.State)
@@ -609,6 +616,7 @@ func TestPlanOperationValidation(t *testing.T) {
 			t.Errorf("%s %s: %v, want %q", c.kind, c.target, err, c.want)
 		}
 	}
+	h.prober.set("a", primaryStatus(5000, nil, nil))
 	h.prober.set("b", standby(10, 1))
 	if _, err := h.c.PlanOperation(ctx, fsm.OpSwitchover, "b", false); err == nil || !strings.Contains(err.Error(), "lags") {
 		t.Errorf("lagging target accepted: %v", err)

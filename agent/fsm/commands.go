@@ -26,6 +26,7 @@ const (
 	RequestOpType       MessageType = 11
 	CancelOpType        MessageType = 12
 	AnnotateHistoryType MessageType = 13
+	SetSecretsType      MessageType = 14
 )
 
 var typeNames = map[MessageType]string{
@@ -42,6 +43,7 @@ var typeNames = map[MessageType]string{
 	RequestOpType:       "request-op",
 	CancelOpType:        "cancel-op",
 	AnnotateHistoryType: "annotate-history",
+	SetSecretsType:      "set-secrets",
 }
 
 func (t MessageType) String() string {
@@ -78,6 +80,7 @@ var commandTable = map[MessageType]func() command{
 	RequestOpType:       func() command { return &RequestOp{} },
 	CancelOpType:        func() command { return &CancelOp{} },
 	AnnotateHistoryType: func() command { return &AnnotateHistory{} },
+	SetSecretsType:      func() command { return &SetSecrets{} },
 }
 
 // Encode renders a command as a log entry: one type byte, then JSON.
@@ -341,6 +344,9 @@ func (c *RecordFence) apply(s *State, a applyCtx) error {
 type RenewLease struct {
 	Holder string `json:"holder"`
 	Epoch  uint64 `json:"epoch"`
+	// LSN is the primary's WAL flush position when it sent the renewal, so
+	// every node knows a recent primary position (async failover bound).
+	LSN LSN `json:"lsn,omitempty"`
 }
 
 func (*RenewLease) MessageType() MessageType { return RenewLeaseType }
@@ -352,6 +358,7 @@ func (c *RenewLease) apply(s *State, a applyCtx) error {
 	s.Lease.RenewedIndex = a.index
 	s.Lease.RenewedTerm = a.term
 	s.Lease.Version = a.index
+	s.Lease.RenewedLSN = max(s.Lease.RenewedLSN, c.LSN)
 	return nil
 }
 

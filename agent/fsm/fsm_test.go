@@ -127,9 +127,10 @@ func TestMembers(t *testing.T) {
 
 func TestLeaseRenewRelease(t *testing.T) {
 	a := cluster3(t)
-	a.mustApply(&RenewLease{Holder: "a", Epoch: 1})
+	a.mustApply(&RenewLease{Holder: "a", Epoch: 1, LSN: 500})
+	a.mustApply(&RenewLease{Holder: "a", Epoch: 1, LSN: 400}) // reordered report: keep the highest
 	st := a.f.State()
-	if st.Lease.RenewedIndex != a.index || st.Lease.Version != a.index {
+	if st.Lease.RenewedIndex != a.index || st.Lease.Version != a.index || st.Lease.RenewedLSN != 500 {
 		t.Fatalf("renewal not recorded: %+v", st.Lease)
 	}
 	a.mustReject(&RenewLease{Holder: "b", Epoch: 1}, "does not hold the lease")
@@ -415,6 +416,30 @@ func TestSubscribeCoalescesAndReadersAreSafe(t *testing.T) {
 	case <-ch:
 		t.Fatal("notified after cancel")
 	default:
+	}
+}
+
+func TestWritablePrimary(t *testing.T) {
+	a := cluster3(t)
+	if _, _, ok := a.f.State().WritablePrimary(); ok {
+		t.Fatal("routable before the fence is recorded")
+	}
+	a.mustApply(&RecordFence{Node: "a", Epoch: 1, Timeline: 1, XID: 9})
+	if n, e, ok := a.f.State().WritablePrimary(); !ok || n != "a" || e != 1 {
+		t.Fatalf("%s %d %v", n, e, ok)
+	}
+	a.mustApply(&RequestOp{Op: Operation{Kind: OpSwitchover, Epoch: 1, Target: "b"}})
+	if _, _, ok := a.f.State().WritablePrimary(); ok {
+		t.Fatal("routable while stepping down")
+	}
+	a.mustApply(&CancelOp{Epoch: 1})
+	a.mustApply(&ReleaseLease{Holder: "a", Epoch: 1})
+	if _, e, ok := a.f.State().WritablePrimary(); ok || e != 1 {
+		t.Fatal("routable after release")
+	}
+	var nilState *State
+	if _, _, ok := nilState.WritablePrimary(); ok {
+		t.Fatal("nil state routable")
 	}
 }
 

@@ -60,6 +60,9 @@ type Lease struct {
 	// RenewedIndex/Term: the log position of the latest renewal (0: never).
 	RenewedIndex uint64 `json:"renewed_index,omitempty"`
 	RenewedTerm  uint64 `json:"renewed_term,omitempty"`
+	// RenewedLSN is the highest WAL position the holder reported with a
+	// renewal.
+	RenewedLSN LSN `json:"renewed_lsn,omitempty"`
 	// Released is set when the holder gave the lease up through the log
 	// (PostgreSQL died, or it stepped down for a switchover). A released
 	// lease has certainly ended: the holder fenced before releasing.
@@ -203,6 +206,9 @@ type State struct {
 	Lease     Lease              `json:"lease"`
 	Pending   *Operation         `json:"pending,omitempty"`
 	History   []Transition       `json:"history,omitempty"`
+	// Secrets are the agent roles' passwords (SetSecrets); immutable once
+	// set, so Clone shares the pointer.
+	Secrets *Secrets `json:"secrets,omitempty"`
 	// Index and Term of the last applied log entry.
 	Index uint64 `json:"index"`
 	Term  uint64 `json:"term"`
@@ -241,6 +247,25 @@ func (s *State) FenceFor(epoch uint64) (Fence, bool) {
 func (s *State) PrimaryReady() bool {
 	_, ok := s.FenceFor(s.Epoch)
 	return ok && s.Primary != ""
+}
+
+// WritablePrimary is what the gateway routes writes to: the primary of the
+// current epoch once it has recorded its fence (so no write can reach it
+// before the fence xid is known), while its lease is not released and no
+// switchover is draining it. ok is false while there is no such primary:
+// the gateway holds new requests then.
+func (s *State) WritablePrimary() (node string, epoch uint64, ok bool) {
+	if s == nil || s.Primary == "" || !s.PrimaryReady() || s.Lease.Released || (s.Pending != nil && s.Pending.Epoch == s.Epoch) {
+		return "", s.epoch(), false
+	}
+	return s.Primary, s.Epoch, true
+}
+
+func (s *State) epoch() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.Epoch
 }
 
 // Clone returns a deep copy.

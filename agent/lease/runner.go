@@ -56,6 +56,9 @@ type RunnerConfig struct {
 	Renewer Renewer
 	Fencer  Fencer
 	Logger  hclog.Logger
+	// Position, if set, reports the local primary's WAL flush position;
+	// it is sent with every renewal.
+	Position func() fsm.LSN
 }
 
 // Runner keeps this node's lease while the FSM names it primary, and fences
@@ -162,7 +165,11 @@ func (r *Runner) step(ctx context.Context, wg *sync.WaitGroup) time.Duration {
 		go func() {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, timeout)
-			err := r.cfg.Renewer.Renew(rctx, &fsm.RenewLease{Holder: r.cfg.Node, Epoch: tk.Epoch})
+			var pos fsm.LSN
+			if r.cfg.Position != nil {
+				pos = r.cfg.Position()
+			}
+			err := r.cfg.Renewer.Renew(rctx, &fsm.RenewLease{Holder: r.cfg.Node, Epoch: tk.Epoch, LSN: pos})
 			cancel()
 			r.mu.Lock()
 			r.inflight--

@@ -264,20 +264,22 @@ type node struct {
 	agentPaused bool
 	netGroup    int
 
-	fsm        *fsm.FSM
-	applied    uint64
-	lastEpoch  uint64
-	ctrl       *controller.Controller
-	holder     *lease.Holder
-	pg         pgSim
-	died       bool
-	rewindFail int
-	busyUntil  time.Duration
-	proposedAt map[string]time.Duration
-	deadlineEv uint64 // generation of the scheduled lease-deadline check
-	hangSince  time.Duration
-	hangSeen   bool
-	agentGen   int
+	fsm          *fsm.FSM
+	applied      uint64
+	lastEpoch    uint64
+	ctrl         *controller.Controller
+	holder       *lease.Holder
+	pg           pgSim
+	died         bool
+	rewindFail   int
+	busyUntil    time.Duration
+	proposedAt   map[string]time.Duration
+	deadlineEv   uint64 // generation of the scheduled lease-deadline check
+	hangSince    time.Duration
+	slowNetUntil time.Duration
+	dropOutUntil time.Duration
+	hangSeen     bool
+	agentGen     int
 }
 
 // local converts simulated (true) time to this node's monotonic clock.
@@ -473,7 +475,22 @@ func (s *Sim) violate(format string, args ...any) {
 	s.logf("VIOLATION %s", msg)
 }
 
+// delayFor is the delay of a message between two nodes: a slow link adds
+// hundreds of milliseconds.
+func (s *Sim) delayFor(a, b *node) time.Duration {
+	d := s.delay()
+	if s.now < a.slowNetUntil || s.now < b.slowNetUntil {
+		d += 200*time.Millisecond + time.Duration(s.rng.Int63n(int64(600*time.Millisecond)))
+	}
+	return d
+}
+
+// delay is a message's network delay: usually a few milliseconds, now and
+// then (a congested link, a GC pause) up to most of a lease.
 func (s *Sim) delay() time.Duration {
+	if s.rng.Intn(40) == 0 {
+		return 100*time.Millisecond + time.Duration(s.rng.Int63n(int64(700*time.Millisecond)))
+	}
 	return time.Millisecond + time.Duration(s.rng.Int63n(int64(4*time.Millisecond)))
 }
 
@@ -577,7 +594,11 @@ func (s *Sim) leaseTick(n *node) {
 	}
 	tk := n.holder.Sent(st.Epoch, now)
 	gen := n.agentGen
-	_ = s.propose(n, &fsm.RenewLease{Holder: n.name, Epoch: st.Epoch}, func(err error) {
+	var pos fsm.LSN
+	if n.pg.running && !n.pg.inRecovery {
+		pos = fsm.LSN(n.pg.lsn())
+	}
+	_ = s.propose(n, &fsm.RenewLease{Holder: n.name, Epoch: st.Epoch, LSN: pos}, func(err error) {
 		if n.agentGen != gen || !n.agentUp {
 			return
 		}
@@ -912,10 +933,10 @@ func (s *Sim) propose(n *node, cmd fsm.Command, done func(error)) error {
 	} else {
 		return errors.New("no leader reachable")
 	}
-	if s.rng.Intn(50) == 0 {
+	if s.rng.Intn(50) == 0 || (target != n && s.now < n.dropOutUntil) {
 		return nil // dropped on the way
 	}
-	s.after(s.delay(), func() {
+	s.after(s.delayFor(n, target), func() {
 		if !target.agentUp || target.agentPaused {
 			return
 		}
@@ -934,7 +955,7 @@ func (s *Sim) propose(n *node, cmd fsm.Command, done func(error)) error {
 			if done == nil {
 				return
 			}
-			s.after(s.delay(), func() {
+			s.after(s.delayFor(target, n), func() {
 				if n.agentUp && r.leader >= 0 && s.connected(n, s.nodes[r.leader]) && s.rng.Intn(50) != 0 {
 					done(res)
 				}
@@ -1118,7 +1139,15 @@ func (s *Sim) injectFault() {
 			fn()
 		})
 	}
-	switch s.rng.Intn(13) {
+	switch s.rng.Intn(14) {
+	case 13: // a congested link: every message to or from a node is slow,
+		// and sometimes what it sends is lost (one-way partition)
+		n := pick()
+		n.slowNetUntil = s.now + time.Duration(s.rng.Int63n(int64(5*time.Second)))
+		if s.rng.Intn(2) == 0 {
+			n.dropOutUntil = n.slowNetUntil
+		}
+		s.logf("fault: network of %s slow until %.3fs (outgoing lost: %v)", n.name, n.slowNetUntil.Seconds(), n.dropOutUntil == n.slowNetUntil)
 	case 0: // kill the whole node
 		n := pick()
 		if !n.agentUp {
@@ -1242,6 +1271,7 @@ func (s *Sim) heal() {
 	for _, n := range s.nodes {
 		n.netGroup = 0
 		n.pg.slowUntil = 0
+		n.slowNetUntil, n.dropOutUntil = 0, 0
 		n.pg.frozen = false
 		if !n.agentUp {
 			s.restartNode(n)

@@ -172,9 +172,13 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			failed := runMany(t, c.opts, 100, 1)
+			count := 100
+			if raceEnabled {
+				count = 30
+			}
+			failed := runMany(t, c.opts, count, 1)
 			if len(failed) == 0 {
-				t.Fatalf("the checker never caught %q in 100 schedules", c.name)
+				t.Fatalf("the checker never caught %q in %d schedules", c.name, count)
 			}
 			found := false
 			for _, r := range failed {
@@ -187,7 +191,15 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 			if !found {
 				t.Fatalf("violations were found but none mentions %q: %v", c.want, failed[0].Violations)
 			}
-			t.Logf("caught in %d of 100 schedules, e.g. seed %d: %s", len(failed), failed[0].Seed, failed[0].Violations[0])
+			t.Logf("caught in %d of %d schedules, e.g. seed %d: %s", len(failed), count, failed[0].Seed, failed[0].Violations[0])
 		})
+	}
+}
+
+// BenchmarkSchedule measures one simulated schedule (25 s of simulated
+// time, 3 nodes, quorum mode).
+func BenchmarkSchedule(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		Run(Options{Seed: int64(i), Nodes: 3})
 	}
 }

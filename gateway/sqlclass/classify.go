@@ -163,11 +163,10 @@ type scanner struct {
 
 	prevWord    token // previous token if a word, for "fn(" detection
 	prevWasWord bool
-	prevPrev    token // the word before prevWord, for "WITH HOLD", "FOR UPDATE"
 
-	into, temp, hold, forLock, from, to, modifies, analyze bool
-	sideEffect                                           bool
-	pin, unpin                                           Pin
+	into, temp, hold, forLock, from, modifies, analyze bool
+	sideEffect                                         bool
+	pin, unpin                                         Pin
 }
 
 func (s *scanner) reset(l *lexer) {
@@ -221,8 +220,6 @@ func (s *scanner) add(t token) {
 			s.forLock = true
 		case l.word(t, "from") && s.depth == 0:
 			s.from = true
-		case l.word(t, "to") && s.depth == 0:
-			s.to = true
 		case l.word(t, "insert") || l.word(t, "update") || l.word(t, "delete") || l.word(t, "merge"):
 			s.modifies = true
 		case l.word(t, "analyze") || l.word(t, "analyse"):
@@ -230,7 +227,6 @@ func (s *scanner) add(t token) {
 		}
 	}
 	if t.kind == tokWord || t.kind == tokQuotedIdent {
-		s.prevPrev = s.prevWord
 		s.prevWord = t
 		s.prevWasWord = true
 	} else {

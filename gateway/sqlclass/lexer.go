@@ -6,8 +6,8 @@
 // advisory locks, WITH HOLD cursors).
 //
 // It is a lexer, not a parser. It understands everything that decides where a
-// statement ends — comments (nested /* */ too), single-quoted strings with ''
-// and E'' escapes, quoted identifiers, dollar quotes, parentheses, and the
+// statement ends — comments (nested /* */ too), single-quoted strings with doubled
+// quotes and E'...' escapes, quoted identifiers, dollar quotes, parentheses, and the
 // BEGIN ATOMIC ... END bodies of SQL-standard functions — the same way psql
 // does, and it looks at keywords to classify. Anything it cannot place it calls
 // Other, which the gateway treats as "might be session state".
@@ -20,10 +20,10 @@ package sqlclass
 type tokKind uint8
 
 const (
-	tokEOF tokKind = iota
-	tokWord        // unquoted identifier or keyword
-	tokQuotedIdent // "..."
-	tokString      // '...', E'...', $$...$$, B'..', X'..', U&'..'
+	tokEOF         tokKind = iota
+	tokWord                // unquoted identifier or keyword
+	tokQuotedIdent         // "..."
+	tokString              // '...', E'...', $$...$$, B'..', X'..', U&'..'
 	tokNumber
 	tokSemicolon
 	tokOpenParen
@@ -195,7 +195,7 @@ func (l *lexer) dollarTag() (int, bool) {
 }
 
 // scanQuoted consumes a quoted string or identifier starting at l.pos (the
-// opening quote). A doubled quote is an escaped quote; with backslash set (E''
+// opening quote). A doubled quote is an escaped quote; with backslash set (E'...'
 // strings) a backslash escapes the next byte. Unterminated runs to the end.
 func (l *lexer) scanQuoted(q byte, backslash bool) {
 	l.pos++ // opening quote

@@ -1,6 +1,7 @@
 package checker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -314,7 +316,7 @@ func TestSplitBrainRejectsTwoWritableNodes(t *testing.T) {
 	h = append(h, samples("n1", 0, 1200, ProbeWritable)...)
 	h = append(h, samples("n2", 0, 1000, ProbeNotWritable)...)
 	h = append(h, samples("n2", 1000, 2000, ProbeWritable)...)
-	r := CheckSplitBrain(h, SplitBrainOptions{})
+	r := CheckSplitBrain(h, SplitBrainOptions{TolerateUncertain: true})
 	mustFail(t, r, "split brain: n1 and n2 both accepted writes during [1s, 1.182s]")
 	if r.Stats.Values["split_brain_ms"] < 150 {
 		t.Fatalf("split brain duration %v ms, want ~182", r.Stats.Values["split_brain_ms"])
@@ -329,7 +331,21 @@ func TestSplitBrainRejectsSingleOverlappingSamples(t *testing.T) {
 		sample("n2", 20, 25, ProbeWritable),
 		sample("n2", 100, 102, ProbeNotWritable),
 	}
-	mustFail(t, CheckSplitBrain(h, SplitBrainOptions{}), "n1 and n2")
+	r := CheckSplitBrain(h, SplitBrainOptions{})
+	mustFail(t, r, "possible split brain: n1 and n2")
+	if r.Stats.Values["possible_split_brains"] != 1 || r.Stats.Values["split_brains"] != 0 {
+		t.Fatalf("want one possible split brain: %v", r.Stats.Values)
+	}
+	mustOK(t, CheckSplitBrain(h, SplitBrainOptions{TolerateUncertain: true}))
+}
+
+func TestSplitBrainSingleWriteInsideAnotherNodesSpan(t *testing.T) {
+	// n2's one writable sample falls inside n1's run of writable samples:
+	// certain, even with TolerateUncertain.
+	var h []ProbeSample
+	h = append(h, samples("n1", 0, 1000, ProbeWritable)...)
+	h = append(h, sample("n2", 500, 502, ProbeWritable), sample("n2", 520, 522, ProbeNotWritable))
+	mustFail(t, CheckSplitBrain(h, SplitBrainOptions{TolerateUncertain: true}), "split brain: n1 and n2 both accepted writes during [500ms, 502ms]")
 }
 
 func TestSplitBrainRejectsOldPrimaryComingBack(t *testing.T) {
@@ -401,7 +417,8 @@ func TestClassify(t *testing.T) {
 		{pgErr("FATAL", "40001"), StageCommit, OutcomeUnknown},       // FATAL is never proof
 		{pgErr("ERROR", "XX000"), StageCommit, OutcomeUnknown},       // internal error
 		{io.ErrUnexpectedEOF, StageCommit, OutcomeUnknown},           // connection lost mid-commit
-		{errors.New("timeout: context deadline exceeded"), StageCommit, OutcomeUnknown},
+		{fmt.Errorf("committing: %w", context.DeadlineExceeded), StageCommit, OutcomeUnknown},
+		{fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback), StageCommit, OutcomeFailed},
 		{io.ErrUnexpectedEOF, StageRead, OutcomeFailed},
 		{&pgconn.ConnectError{}, StageCommit, OutcomeFailed}, // nothing was sent
 	}
@@ -412,6 +429,12 @@ func TestClassify(t *testing.T) {
 	}
 	if got := ErrorCode(pgErr("ERROR", "40003")); got != "40003" {
 		t.Errorf("ErrorCode = %q", got)
+	}
+	if got := ErrorCode(fmt.Errorf("x: %w", context.DeadlineExceeded)); got != CodeTimeout {
+		t.Errorf("ErrorCode(deadline) = %q", got)
+	}
+	if got := ErrorCode(errors.New("something")); got != CodeOther {
+		t.Errorf("ErrorCode(other) = %q", got)
 	}
 	if got := ErrorCode(io.ErrUnexpectedEOF); got != CodeConnection {
 		t.Errorf("ErrorCode(EOF) = %q", got)
@@ -426,6 +449,13 @@ func TestResultJSONRoundTrip(t *testing.T) {
 	}
 	var back Result
 	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "out", "append.json")
+	if err := WriteJSON(path, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
 	if back.OK || len(back.Problems) != 1 || back.Checker != "append" {

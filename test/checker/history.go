@@ -1,21 +1,10 @@
-// Package checker judges histories recorded by pgbattery's fault-injection
-// workloads (test/workload). Every checker is a pure function from a
-// history to a Result: no I/O except the optional porcupine visualization the
-// register checker writes when asked to.
-//
-// A history is a list of operations, each with the times it was invoked and
-// completed on one process-wide monotonic Clock, the client that ran it, and
-// an Outcome:
-//
-//   - OutcomeOK: the database acknowledged it; it happened.
-//   - OutcomeFailed: it certainly did not take effect (see Classify).
-//   - OutcomeUnknown: it may or may not have taken effect (40003, 08007, a
-//     connection lost while a COMMIT or autocommit write was in flight, a
-//     timeout). Checkers accept both possibilities for these.
 package checker
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -205,4 +194,20 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "\n  visualization: %s", r.Visualization)
 	}
 	return b.String()
+}
+
+// WriteJSON writes v (a Result, a history, samples) as indented JSON to
+// path, creating its directory; for run artefacts.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("creating the directory of %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }

@@ -25,7 +25,10 @@ type Gap struct {
 
 // WriteGapOptions configure CheckWriteGap.
 type WriteGapOptions struct {
-	// Faults are the events to measure the gap around (at their Start).
+	// Faults are the events to measure the gap around, at their Start:
+	// record it once the fault has certainly taken effect (a write in
+	// flight while the fault was being injected may still be acknowledged
+	// after the injection began).
 	Faults []Event
 	// MaxGap, if positive, makes any gap between acknowledgements longer
 	// than it a problem. Zero only measures.

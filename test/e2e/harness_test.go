@@ -64,6 +64,7 @@ type agentProc struct {
 // nodeOpts shape a test node's configuration.
 type nodeOpts struct {
 	postgres bool   // run PostgreSQL (false: a witness without it)
+	expect   int    // bootstrap_expect; 0 means 1
 	extraHCL string // appended to the generated config
 	asUser   string // OS user to run the agent as (only when the test is root)
 }
@@ -79,7 +80,7 @@ node_name        = %q
 data_dir         = %q
 bind_addr        = %q
 server           = true
-bootstrap_expect = 1
+bootstrap_expect = %d
 log_level        = "debug"
 gossip {
   profile = "local"
@@ -88,7 +89,7 @@ postgres {
   enabled = %t
 }
 %s
-`, name, filepath.Join(dir, "data"), addr, o.postgres, o.extraHCL)
+`, name, filepath.Join(dir, "data"), addr, max(o.expect, 1), o.postgres, o.extraHCL)
 	if err := os.WriteFile(p.cfgFile, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -19,19 +19,25 @@ import (
 // role, with the password the agent generated under data_dir/secrets.
 func connectAgentRole(t *testing.T, p *agentProc) *pgx.Conn {
 	t.Helper()
-	pw, err := os.ReadFile(filepath.Join(p.dataDir(), "secrets", "superuser"))
-	if err != nil {
-		t.Fatalf("reading the agent's secret: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dsn := fmt.Sprintf("host=%s port=5433 user=pgbattery dbname=postgres sslmode=disable connect_timeout=5 password=%s", p.addr, strings.TrimSpace(string(pw)))
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgx.Connect(ctx, agentDSN(t, p))
 	if err != nil {
 		t.Fatalf("connecting to %s's PostgreSQL: %v", p.name, err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// agentDSN connects to a node's PostgreSQL directly as the agent's control
+// role, with the password under data_dir/secrets.
+func agentDSN(t *testing.T, p *agentProc) string {
+	t.Helper()
+	pw, err := os.ReadFile(filepath.Join(p.dataDir(), "secrets", "superuser"))
+	if err != nil {
+		t.Fatalf("reading the agent's secret: %v", err)
+	}
+	return fmt.Sprintf("host=%s port=5433 user=pgbattery dbname=postgres sslmode=disable connect_timeout=5 password=%s", p.addr, strings.TrimSpace(string(pw)))
 }
 
 // testSingleNode runs the issue-2 lifecycle against one agent: initdb on

@@ -61,6 +61,12 @@ func reserve() (int, error) {
 	if err := os.MkdirAll(lockDir, 0o777); err != nil {
 		return 0, err
 	}
+	// Shared by every user that runs tests (root in CI, an ordinary user,
+	// the postgres user in the unprivileged tests): world-writable and
+	// sticky like /tmp, whatever the umask made of it.
+	if fi, err := os.Stat(lockDir); err == nil && fi.Mode().Perm() != 0o777 {
+		os.Chmod(lockDir, 0o777|os.ModeSticky)
+	}
 	heldMu.Lock()
 	defer heldMu.Unlock()
 	for h := firstHost; h <= lastHost; h++ {
@@ -69,8 +75,14 @@ func reserve() (int, error) {
 		}
 		f, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("%d.lock", h)), os.O_CREATE|os.O_RDWR, 0o666)
 		if err != nil {
+			if os.IsPermission(err) {
+				// Another user's lock file we may not open: that user's
+				// tests own this address.
+				continue
+			}
 			return 0, err
 		}
+		f.Chmod(0o666)
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			f.Close()
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,21 +145,63 @@ func requireProblem(t *testing.T, r checker.Result, contains string) {
 	t.Fatalf("no problem mentions %q", contains)
 }
 
-// kill sends SIGKILL to pg's postmaster and its backends (the postmaster's
-// process group, which pgctl gives it) and waits for the postmaster to be
-// reaped.
+// kill is kill -9 of a whole PostgreSQL: the postmaster and every child.
+// PostgreSQL's children call setsid(), so signalling the postmaster's process
+// group does not reach them; instead the postmaster is stopped (so it can't
+// fork), its children are found in /proc and killed, then the postmaster.
 func (pg *testPG) kill(t *testing.T) {
 	t.Helper()
 	pm := pg.Postmaster()
 	if pm == nil {
 		t.Fatalf("%s is not running", pg.name)
 	}
-	if err := syscall.Kill(-pm.PID(), syscall.SIGKILL); err != nil {
-		t.Fatalf("killing %s (pid %d): %v", pg.name, pm.PID(), err)
+	pid := pm.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stopping %s (pid %d): %v", pg.name, pid, err)
+	}
+	for _, child := range childrenOf(t, pid) {
+		syscall.Kill(child, syscall.SIGKILL)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing %s (pid %d): %v", pg.name, pid, err)
 	}
 	select {
 	case <-pm.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s did not exit after SIGKILL", pg.name)
 	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatalf("listing /proc: %v", err)
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parens.
+		s := string(b)
+		j := strings.LastIndexByte(s, ')')
+		if j < 0 {
+			continue
+		}
+		fields := strings.Fields(s[j+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(fields[1]); err == nil && ppid == pid {
+			out = append(out, child)
+		}
+	}
+	return out
 }

@@ -124,7 +124,8 @@ func (c *Config) fill(defaultTable string) error {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
-	return nil
+	_, err := c.connConfig()
+	return err
 }
 
 func (c *Config) connConfig() (*pgx.ConnConfig, error) {

@@ -1,0 +1,396 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-metrics"
+
+	"github.com/pgbattery/pgbattery/agent/config"
+	"github.com/pgbattery/pgbattery/agent/consensus"
+	"github.com/pgbattery/pgbattery/agent/controller"
+	"github.com/pgbattery/pgbattery/agent/fsm"
+	"github.com/pgbattery/pgbattery/agent/lease"
+	"github.com/pgbattery/pgbattery/gossip"
+)
+
+// Gossip tags the cluster layer adds to gossip's own (gossip.Tag*): what the
+// raft leader needs to add a node to raft and to the FSM, and what servers
+// need to bootstrap together.
+const (
+	tagPostgresAddr     = "pgaddr"     // host:port of the node's PostgreSQL
+	tagBootstrapExpect  = "expect"     // the server's bootstrap_expect
+	tagRaftState        = "rstate"     // "1" once the server has raft state
+	tagNoFailover       = "nofailover" // "1": never promote automatically
+	tagFailoverPriority = "prio"       // failover_priority, when not the default
+)
+
+// cluster is the raft control plane of one agent: the replicated state
+// (fsm), the raft node, the controller that decides (active on the raft
+// leader), the primary's lease runner and the reconciler that makes the
+// local PostgreSQL match the state.
+type cluster struct {
+	a      *Agent
+	logger hclog.Logger
+	clock  lease.Clock
+
+	fsm    *fsm.FSM
+	raft   *consensus.Node
+	ctrl   *controller.Controller
+	lease  *lease.Runner
+	rec    *reconciler
+	fwd    *forwarder
+	timing lease.Timings
+}
+
+// leaseTimings derives the lease timings from the configuration and the
+// raft timings, and validates them against each other.
+func leaseTimings(cfg *config.RuntimeConfig) (lease.Timings, error) {
+	rt, err := consensus.TimingsFor(cfg.Raft.Multiplier)
+	if err != nil {
+		return lease.Timings{}, err
+	}
+	t := lease.Timings{
+		Lease:                cfg.Failover.Lease,
+		RenewInterval:        cfg.Failover.LeaseRenewInterval,
+		HoldDown:             cfg.Failover.HoldDown,
+		RaftHeartbeatTimeout: rt.HeartbeatTimeout,
+		RaftElectionTimeout:  rt.ElectionTimeout,
+	}.WithDefaults()
+	if err := t.Validate(); err != nil {
+		return lease.Timings{}, fmt.Errorf("failover timings do not fit together: %w", err)
+	}
+	return t, nil
+}
+
+func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
+	timing, err := leaseTimings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{
+		a:      a,
+		logger: a.logger.Named("cluster"),
+		clock:  lease.NewSystemClock(),
+		timing: timing,
+	}
+	c.fsm = fsm.New(a.logger.Named("fsm"))
+	c.raft, err = consensus.New(consensus.Config{
+		NodeID:          cfg.NodeName,
+		NodeName:        cfg.NodeName,
+		DataDir:         cfg.DataDir,
+		BindAddr:        net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.Raft)),
+		AdvertiseAddr:   net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(cfg.Ports.Raft)),
+		Server:          cfg.Server,
+		BootstrapExpect: cfg.BootstrapExpect,
+		Multiplier:      cfg.Raft.Multiplier,
+		Logger:          a.logger.Named("raft"),
+	}, c.fsm)
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	c.fwd = &forwarder{c: c}
+	if cfg.Postgres.Enabled {
+		c.rec, err = newReconciler(c, cfg, a.logger.Named("postgres"))
+		if err != nil {
+			c.raft.Shutdown()
+			return nil, err
+		}
+	}
+	c.ctrl, err = controller.New(controller.Config{
+		Node:             cfg.NodeName,
+		Mode:             cfg.Replication.Mode,
+		MaxLagOnFailover: uint64(cfg.Replication.MaxLagOnFailover),
+		Timings:          timing,
+	}, controller.Deps{
+		Clock:    c.clock,
+		State:    c.fsm,
+		Leader:   leadership{c.raft},
+		Proposer: proposer{c},
+		Prober:   prober{c},
+		Logger:   a.logger.Named("controller"),
+		Metrics:  metrics.Default(),
+	})
+	if err != nil {
+		c.raft.Shutdown()
+		return nil, fmt.Errorf("configuring the controller: %w", err)
+	}
+	if c.rec != nil {
+		c.lease, err = lease.NewRunner(lease.RunnerConfig{
+			Node:    cfg.NodeName,
+			Timings: timing,
+			Clock:   c.clock,
+			State:   c.fsm,
+			Renewer: c.fwd,
+			Fencer:  c.rec,
+			Logger:  a.logger.Named("lease"),
+		})
+		if err != nil {
+			c.raft.Shutdown()
+			return nil, fmt.Errorf("configuring the lease: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// start runs the cluster's goroutines under the agent's ownership.
+func (c *cluster) start() {
+	changes, cancel := c.fsm.Subscribe()
+	c.a.goRun("controller", func(ctx context.Context) {
+		defer cancel()
+		if err := c.ctrl.Run(ctx, changes); err != nil {
+			c.logger.Error("controller stopped", "error", err)
+		}
+	})
+	if c.lease != nil {
+		c.a.goRun("lease", func(ctx context.Context) {
+			if err := c.lease.Run(ctx); err != nil {
+				c.logger.Error("lease runner stopped", "error", err)
+			}
+		})
+	}
+	if c.rec != nil {
+		c.a.goRun("reconciler", c.rec.Run)
+	}
+	c.a.goRun("membership", c.runMembership)
+}
+
+// shutdown stops raft after the goroutines have stopped.
+func (c *cluster) shutdown() error {
+	if err := c.raft.Shutdown(); err != nil {
+		return fmt.Errorf("stopping raft: %w", err)
+	}
+	return nil
+}
+
+// onGossipEvent feeds membership changes to the controller and wakes the
+// membership loop.
+func (c *cluster) onGossipEvent(ev gossip.Event) {
+	var kind controller.EventKind
+	switch ev.Type {
+	case gossip.EventJoin:
+		kind = controller.EventJoin
+	case gossip.EventSuspect:
+		kind = controller.EventSuspect
+	case gossip.EventAlive:
+		kind = controller.EventAlive
+	case gossip.EventFailed:
+		kind = controller.EventFailed
+	case gossip.EventLeave:
+		kind = controller.EventLeave
+	case gossip.EventUpdate:
+		kind = controller.EventUpdate
+	default:
+		return
+	}
+	c.ctrl.Notify(controller.Event{Kind: kind, Node: ev.Node})
+}
+
+// runMembership bootstraps raft once enough servers have met (as Consul's
+// bootstrap_expect does) and, on the leader, keeps the raft configuration
+// and the FSM's member list in step with gossip.
+func (c *cluster) runMembership(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastTag := ""
+	for {
+		if st := c.stateTag(); st != lastTag {
+			if err := c.a.gossip.UpdateTags(map[string]string{tagRaftState: st}); err == nil {
+				lastTag = st
+			}
+		}
+		if !c.raft.HasExistingState() {
+			c.maybeBootstrap()
+		} else if c.raft.IsLeader() {
+			c.reconcileMembers(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *cluster) stateTag() string {
+	if c.raft.HasExistingState() {
+		return "1"
+	}
+	return ""
+}
+
+func (c *cluster) maybeBootstrap() {
+	var servers []consensus.Server
+	for _, m := range c.a.gossip.Members() {
+		if m.Status != gossip.StatusAlive || m.Tags[gossip.TagRaft] != gossip.RaftVoter || m.Tags[gossip.TagRaftAddr] == "" {
+			continue
+		}
+		expect, _ := strconv.Atoi(m.Tags[tagBootstrapExpect])
+		servers = append(servers, consensus.Server{
+			ID: m.Name, Name: m.Name, Address: m.Tags[gossip.TagRaftAddr],
+			Expect: expect, HasState: m.Tags[tagRaftState] == "1",
+		})
+	}
+	done, err := c.raft.MaybeBootstrap(servers)
+	if err != nil {
+		c.logger.Warn("bootstrapping raft", "error", err)
+		return
+	}
+	if done {
+		c.logger.Info("raft bootstrapped", "servers", len(servers))
+	}
+}
+
+// reconcileMembers runs on the leader: every alive gossip member is in the
+// raft configuration (voter or non-voter as its tag says) and in the FSM;
+// members that left gracefully are removed from both.
+func (c *cluster) reconcileMembers(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st := c.fsm.State()
+	for _, m := range c.a.gossip.Members() {
+		raftAddr := m.Tags[gossip.TagRaftAddr]
+		if raftAddr == "" {
+			continue
+		}
+		switch m.Status {
+		case gossip.StatusAlive:
+			want := memberFromGossip(m)
+			if cur := st.Member(m.Name); cur == nil || !sameMember(cur, &want) {
+				if _, err := c.raft.Apply(ctx, mustEncode(&fsm.UpsertMember{Member: want})); err != nil {
+					c.logger.Warn("recording member", "node", m.Name, "error", err)
+				}
+			}
+			var err error
+			if want.Voter {
+				err = c.raft.AddVoter(ctx, m.Name, raftAddr)
+			} else {
+				err = c.raft.AddNonvoter(ctx, m.Name, raftAddr)
+			}
+			if err != nil {
+				c.logger.Warn("adding raft peer", "node", m.Name, "voter", want.Voter, "error", err)
+			}
+		case gossip.StatusLeft:
+			if m.Name == c.a.config().NodeName || m.Name == st.Primary {
+				continue
+			}
+			if err := c.raft.RemoveServer(ctx, m.Name); err != nil {
+				c.logger.Debug("removing raft peer", "node", m.Name, "error", err)
+			}
+			if st.Member(m.Name) != nil {
+				if _, err := c.raft.Apply(ctx, mustEncode(&fsm.RemoveMember{Name: m.Name})); err != nil {
+					c.logger.Warn("removing member", "node", m.Name, "error", err)
+				}
+			}
+		}
+	}
+}
+
+// stableTags are the gossip tags copied into the FSM: the ones that change
+// rarely. Role, PostgreSQL state and the LSN mark change all the time and
+// would flood the raft log.
+var stableTags = []string{gossip.TagBuild, gossip.TagDC, gossip.TagCluster}
+
+func memberFromGossip(m gossip.Member) fsm.Member {
+	prio, err := strconv.Atoi(m.Tags[tagFailoverPriority])
+	if err != nil {
+		prio = config.DefaultFailoverPriority
+	}
+	fm := fsm.Member{
+		Name: m.Name,
+		ID:   m.Name,
+		Addrs: map[string]string{
+			"raft":     m.Tags[gossip.TagRaftAddr],
+			"http":     m.Tags[gossip.TagAPI],
+			"gateway":  m.Tags[gossip.TagGateway],
+			"postgres": m.Tags[tagPostgresAddr],
+			"serf":     m.Address(),
+		},
+		Tags:             map[string]string{},
+		NoFailover:       m.Tags[tagNoFailover] == "1",
+		FailoverPriority: prio,
+		Voter:            m.Tags[gossip.TagRaft] == gossip.RaftVoter,
+		NoPostgres:       m.Tags[gossip.TagRole] == gossip.RoleWitness,
+	}
+	for k, v := range fm.Addrs {
+		if v == "" {
+			delete(fm.Addrs, k)
+		}
+	}
+	for _, k := range stableTags {
+		if v := m.Tags[k]; v != "" {
+			fm.Tags[k] = v
+		}
+	}
+	return fm
+}
+
+func sameMember(a, b *fsm.Member) bool {
+	if a.Name != b.Name || a.ID != b.ID || a.NoFailover != b.NoFailover || a.FailoverPriority != b.FailoverPriority ||
+		a.Voter != b.Voter || a.NoPostgres != b.NoPostgres || len(a.Addrs) != len(b.Addrs) || len(a.Tags) != len(b.Tags) {
+		return false
+	}
+	for k, v := range a.Addrs {
+		if b.Addrs[k] != v {
+			return false
+		}
+	}
+	for k, v := range a.Tags {
+		if b.Tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func mustEncode(cmd fsm.Command) []byte {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		// Encoding our own command structs cannot fail; if it does, the
+		// build is broken, not the input.
+		panic(fmt.Sprintf("encoding %s: %v", cmd.MessageType(), err))
+	}
+	return data
+}
+
+// leadership adapts the raft node to the controller.
+type leadership struct{ n *consensus.Node }
+
+func (l leadership) Leader() (bool, uint64) { return l.n.IsLeader(), l.n.Term() }
+
+// proposer submits the controller's commands on the leader without waiting
+// for the outcome: the controller reads it back from the FSM.
+type proposer struct{ c *cluster }
+
+func (p proposer) Propose(cmd fsm.Command) error {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return err
+	}
+	if !p.c.raft.IsLeader() {
+		return errors.New("not the raft leader")
+	}
+	p.c.a.goRun("propose", func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := p.c.raft.Apply(ctx, data); err != nil {
+			p.c.logger.Debug("proposal not applied", "command", cmd.MessageType().String(), "error", err)
+		}
+	})
+	return nil
+}
+
+// prober asks a node's agent, over its HTTP API, for its PostgreSQL state.
+type prober struct{ c *cluster }
+
+func (p prober) Probe(ctx context.Context, m *fsm.Member) (controller.PGStatus, error) {
+	if m.Name == p.c.a.config().NodeName && p.c.rec != nil {
+		return p.c.rec.pgStatus(ctx), nil
+	}
+	return p.c.fwd.probe(ctx, m)
+}

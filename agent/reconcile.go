@@ -1,0 +1,696 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-metrics"
+
+	"github.com/pgbattery/pgbattery/agent/config"
+	"github.com/pgbattery/pgbattery/agent/controller"
+	"github.com/pgbattery/pgbattery/agent/fsm"
+	"github.com/pgbattery/pgbattery/gossip"
+	"github.com/pgbattery/pgbattery/pgctl"
+)
+
+// Reconciler pacing. The loop also runs at once on every FSM change and
+// when the postmaster exits, so the tick only bounds how stale the local
+// observation may get.
+const (
+	reconcileTick = 250 * time.Millisecond
+	// A standby whose WAL receiver has not streamed for this long is taken
+	// to have diverged from its primary (a timeline fork it cannot follow)
+	// and is rewound; pg_rewind is a no-op when it has not.
+	divergedAfter = 10 * time.Second
+	actionTimeout = 5 * time.Minute
+	// A failed action is retried after actionRetryMin, doubling up to
+	// actionRetryMax while it keeps failing.
+	actionRetryMin = 200 * time.Millisecond
+	actionRetryMax = 5 * time.Second
+	statusTimeout = 2 * time.Second
+)
+
+// reconciler makes the local PostgreSQL do what controller.Desired says,
+// given the FSM and what it observes locally. It is the only code that
+// starts, stops, promotes, fences or re-points the node's PostgreSQL.
+type reconciler struct {
+	c      *cluster
+	logger hclog.Logger
+	self   string
+	cfg    *config.RuntimeConfig
+
+	instMu sync.Mutex
+	inst   *pgctl.Instance
+	creds  clusterCreds
+
+	mu             sync.Mutex
+	died           bool // the postmaster died and was not restarted since
+	rewindFailures int
+	lastLogged     string
+	notStreaming   time.Time // since when a running standby is not streaming
+	role, state    string
+	writable       bool // a running primary that accepts writes
+	// failures counts consecutive failures of the same action, which is
+	// retried after a growing pause (a clone while the primary is still
+	// starting, say) instead of in a tight loop.
+	failures   int
+	failedAct  string
+	retryAfter time.Time
+	kick           chan struct{}
+}
+
+// clusterCreds are the agent's PostgreSQL role passwords. They are the same
+// on every node (pg_basebackup copies pg_authid), so the first primary's
+// agent generates them and the cluster state carries them to the others.
+type clusterCreds struct {
+	Superuser, Replication string
+}
+
+func newReconciler(c *cluster, cfg *config.RuntimeConfig, logger hclog.Logger) (*reconciler, error) {
+	r := &reconciler{
+		c:      c,
+		logger: logger,
+		self:   cfg.NodeName,
+		cfg:    cfg,
+		role:   gossip.RoleUnknown,
+		state:  pgStateStopped,
+		kick:   make(chan struct{}, 1),
+	}
+	creds, err := r.loadCreds()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.newInstance(creds); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *reconciler) secretsDir() string { return filepath.Join(r.cfg.DataDir, secretsSubdir) }
+
+// loadCreds reads the role passwords stored under data_dir/secrets,
+// generating them on a node that has none yet (a future first primary).
+func (r *reconciler) loadCreds() (clusterCreds, error) {
+	su, err := pgctl.LoadOrCreateSecret(r.secretsDir(), "superuser")
+	if err != nil {
+		return clusterCreds{}, fmt.Errorf("loading the agent's PostgreSQL secret: %w", err)
+	}
+	repl, err := pgctl.LoadOrCreateSecret(r.secretsDir(), "replication")
+	if err != nil {
+		return clusterCreds{}, fmt.Errorf("loading the replication secret: %w", err)
+	}
+	return clusterCreds{Superuser: su, Replication: repl}, nil
+}
+
+func (r *reconciler) newInstance(creds clusterCreds) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bins, err := pgctl.FindBinaries(ctx, r.cfg.Postgres.BinDir)
+	if err != nil {
+		return err
+	}
+	inst, err := pgctl.NewInstance(pgctl.Config{
+		NodeName:    r.cfg.NodeName,
+		Binaries:    bins,
+		Dir:         filepath.Join(r.cfg.DataDir, postgresSubdir),
+		ListenAddr:  r.cfg.BindAddr,
+		Port:        r.cfg.Ports.Postgres,
+		OSUser:      r.cfg.Postgres.OSUser,
+		Parameters:  r.cfg.Postgres.Parameters,
+		HBA:         r.cfg.Postgres.HBA,
+		Superuser:   pgctl.Credentials{Password: creds.Superuser},
+		Replication: pgctl.Credentials{Password: creds.Replication},
+		Logger:      r.logger,
+		OnExit:      func(pgctl.ExitStatus) { r.wake() },
+	})
+	if err != nil {
+		return fmt.Errorf("configuring PostgreSQL: %w", err)
+	}
+	r.instMu.Lock()
+	r.inst, r.creds = inst, creds
+	r.instMu.Unlock()
+	return nil
+}
+
+func (r *reconciler) instance() *pgctl.Instance {
+	r.instMu.Lock()
+	defer r.instMu.Unlock()
+	return r.inst
+}
+
+func (r *reconciler) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether PostgreSQL serves its role: a primary that accepts
+// writes, or a running standby.
+func (r *reconciler) Ready() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.state != pgStateRunning:
+		return false, "postgres is " + r.state
+	case r.role == gossip.RolePrimary && !r.writable:
+		return false, "postgres is a primary that does not accept writes yet (fenced)"
+	case r.role == gossip.RoleUnknown:
+		return false, "postgres role is not known yet"
+	}
+	return true, ""
+}
+
+// State is the last observed role and state (readiness, gossip tags).
+func (r *reconciler) State() (role, state string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role, r.state
+}
+
+func (r *reconciler) setState(role, state string) {
+	r.mu.Lock()
+	changed := r.role != role || r.state != state
+	r.role, r.state = role, state
+	r.mu.Unlock()
+	if !changed {
+		return
+	}
+	metrics.SetGauge([]string{"postgres", "running"}, boolGauge(state == pgStateRunning))
+	metrics.SetGauge([]string{"postgres", "is_primary"}, boolGauge(state == pgStateRunning && role == gossip.RolePrimary))
+	r.c.a.pgStateChanged(role, state)
+}
+
+// Run reconciles until ctx ends, then stops PostgreSQL.
+func (r *reconciler) Run(ctx context.Context) {
+	changes, cancel := r.c.fsm.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(reconcileTick)
+	defer tick.Stop()
+	for {
+		var pmDone <-chan struct{}
+		if pm := r.instance().Postmaster(); pm != nil && !pm.Exited() {
+			pmDone = pm.Done()
+		}
+		select {
+		case <-ctx.Done():
+			r.stop(pgctl.StopFast)
+			r.setState(gossip.RoleUnknown, pgStateStopped)
+			return
+		case <-changes:
+		case <-r.kick:
+		case <-pmDone:
+		case <-tick.C:
+		}
+		r.step(ctx)
+	}
+}
+
+// step observes, asks Desired, and acts once.
+func (r *reconciler) step(ctx context.Context) {
+	inst := r.instance()
+	if pm := inst.Postmaster(); pm != nil && pm.Exited() && !pm.ExitStatus().Expected {
+		r.mu.Lock()
+		if !r.died {
+			r.died = true
+			metrics.IncrCounter([]string{"postgres", "crashes"}, 1)
+			r.logger.Error("PostgreSQL died", "exit", pm.ExitStatus().String(), "noticed_after", time.Since(pm.ExitStatus().At))
+		}
+		r.mu.Unlock()
+	}
+	st := r.c.fsm.State()
+	local, status := r.observe(ctx)
+	act := controller.Desired(st, r.self, local)
+	if s := act.String(); s != r.lastLogged {
+		r.logger.Info("reconciling", "action", s, "epoch", act.Epoch)
+		r.lastLogged = s
+	}
+	key := act.String()
+	if key == r.failedAct && time.Now().Before(r.retryAfter) {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, actionTimeout)
+	defer cancel()
+	err := r.execute(actx, st, act, local, status)
+	switch {
+	case err == nil:
+		r.failures, r.failedAct = 0, ""
+	case ctx.Err() == nil:
+		if key != r.failedAct {
+			r.failures = 0
+		}
+		r.failures++
+		r.failedAct = key
+		pause := min(actionRetryMin<<min(r.failures-1, 6), actionRetryMax)
+		r.retryAfter = time.Now().Add(pause)
+		r.logger.Error("action failed", "action", key, "attempt", r.failures, "retry_in", pause, "error", err)
+		metrics.IncrCounter([]string{"postgres", "action_errors"}, 1)
+	}
+}
+
+// observe reads the local PostgreSQL into controller.Local.
+func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Status) {
+	inst := r.instance()
+	r.mu.Lock()
+	l := controller.Local{Died: r.died, RewindFailures: r.rewindFailures}
+	r.mu.Unlock()
+	l.HasData = inst.HasData()
+	if r.c.lease != nil {
+		l.LeaseValid = r.c.lease.Valid()
+	}
+	if !inst.Running() {
+		l.InRecovery = inst.IsStandbyConfigured()
+		if l.HasData {
+			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			if cd, err := inst.ControlData(cctx); err == nil {
+				l.SystemID = cd.SystemIdentifier
+				l.Timeline = cd.Timeline
+			}
+			cancel()
+		}
+		r.mu.Lock()
+		r.writable = false
+		r.mu.Unlock()
+		if l.Died {
+			r.setState(gossip.RoleUnknown, pgStateCrashed)
+		} else {
+			r.setState(gossip.RoleUnknown, pgStateStopped)
+		}
+		return l, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	st, err := inst.Status(sctx)
+	if err != nil {
+		// Running but not answering: not usable as primary; the controller
+		// sees the same through its probe.
+		r.logger.Warn("reading PostgreSQL status", "error", err)
+		r.setState(gossip.RoleUnknown, gossip.PGStarting)
+		l.InRecovery = inst.IsStandbyConfigured()
+		return l, nil
+	}
+	l.Running = true
+	l.SystemID = st.SystemIdentifier
+	l.Timeline = st.Timeline
+	l.InRecovery = st.Role == pgctl.RoleStandby
+	l.Writable = !l.InRecovery && !st.ReadOnly
+	l.Upstream = r.upstreamOf(st)
+	if sc, ok := parseSyncNames(st.SynchronousStandbyNames); ok {
+		l.SyncApplied = &sc
+	}
+	r.mu.Lock()
+	r.writable = l.Writable
+	r.mu.Unlock()
+	if l.InRecovery {
+		streaming := st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		r.mu.Lock()
+		switch {
+		case streaming:
+			r.notStreaming = time.Time{}
+		case r.notStreaming.IsZero():
+			r.notStreaming = time.Now()
+		case time.Since(r.notStreaming) > divergedAfter:
+			l.Diverged = true
+		}
+		r.mu.Unlock()
+		r.setState(gossip.RoleReplica, pgStateRunning)
+	} else {
+		r.setState(gossip.RolePrimary, pgStateRunning)
+	}
+	return l, st
+}
+
+// upstreamOf maps the WAL receiver's sender to a member name.
+func (r *reconciler) upstreamOf(st *pgctl.Status) string {
+	if st.WALReceiver == nil || st.WALReceiver.SenderHost == "" {
+		return ""
+	}
+	addr := net.JoinHostPort(st.WALReceiver.SenderHost, strconv.Itoa(st.WALReceiver.SenderPort))
+	for name, m := range r.c.fsm.State().Members {
+		if m.Addrs["postgres"] == addr {
+			return name
+		}
+	}
+	return ""
+}
+
+// execute carries an action out. Every action is idempotent: the loop
+// repeats it until the observation changes.
+func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.Action, l controller.Local, status *pgctl.Status) error {
+	inst := r.instance()
+	switch act.Kind {
+	case controller.ActWait:
+		return nil
+	case controller.ActRefuse:
+		// Logged by step when the action first appears; nothing else to do:
+		// the data is another cluster's and must not be touched.
+		return nil
+	case controller.ActInit:
+		if err := r.adoptCreds(st); err != nil {
+			return err
+		}
+		if err := inst.InitDB(ctx, pgctl.InitDBOptions{}); err != nil {
+			return fmt.Errorf("initdb: %w", err)
+		}
+		if err := r.start(ctx, true); err != nil {
+			return err
+		}
+		return r.publishSystemID(ctx, st)
+	case controller.ActClone:
+		if err := r.adoptCreds(st); err != nil {
+			return err
+		}
+		inst = r.instance()
+		peer, err := r.peer(st, act.Upstream)
+		if err != nil {
+			return err
+		}
+		r.stop(pgctl.StopFast)
+		if inst.HasData() {
+			r.logger.Warn("removing this node's PostgreSQL data to re-clone it", "reason", act.Reason)
+			if err := inst.RemoveData(); err != nil {
+				return fmt.Errorf("removing old data: %w", err)
+			}
+		}
+		r.logger.Info("cloning from the primary", "primary", act.Upstream, "addr", peer.String())
+		if err := inst.Clone(ctx, peer, pgctl.CloneOptions{}); err != nil {
+			return fmt.Errorf("cloning from %s: %w", act.Upstream, err)
+		}
+		r.mu.Lock()
+		r.rewindFailures = 0
+		r.mu.Unlock()
+		return r.start(ctx, true)
+	case controller.ActStart:
+		return r.start(ctx, true)
+	case controller.ActReleaseLease:
+		if r.c.lease == nil {
+			return nil
+		}
+		if err := r.c.lease.Release(ctx, 0, "postgres died"); err != nil {
+			return fmt.Errorf("releasing the lease: %w", err)
+		}
+		r.logger.Warn("PostgreSQL died while primary: lease released so a new primary can be chosen at once")
+		return nil
+	case controller.ActFence:
+		return r.Fence(ctx, act.Reason)
+	case controller.ActStepDown:
+		if err := r.Fence(ctx, act.Reason); err != nil {
+			return err
+		}
+		var final fsm.LSN
+		if s, err := inst.Status(ctx); err == nil {
+			final = fsm.LSN(s.WALPosition())
+		}
+		if err := r.c.lease.Release(ctx, final, "stepped down: "+act.Reason); err != nil {
+			return fmt.Errorf("releasing the lease after stepping down: %w", err)
+		}
+		r.logger.Info("stepped down", "final_lsn", final.String(), "reason", act.Reason)
+		return nil
+	case controller.ActPromote:
+		if err := inst.SetFenced(ctx, true); err != nil {
+			return fmt.Errorf("fencing before promotion: %w", err)
+		}
+		start := time.Now()
+		if err := inst.Promote(ctx); err != nil {
+			return fmt.Errorf("promoting: %w", err)
+		}
+		r.logger.Info("promoted", "epoch", act.Epoch, "took", time.Since(start))
+		return nil
+	case controller.ActRecordFence:
+		return r.recordFence(ctx, act)
+	case controller.ActServe:
+		want := pgctl.FormatSynchronousStandbyNames(pgctl.SyncAny, act.Sync.K, act.Sync.Standbys)
+		if status == nil || status.SynchronousStandbyNames != want {
+			if _, err := inst.SetSynchronousStandbyNames(ctx, want); err != nil {
+				return fmt.Errorf("setting synchronous_standby_names: %w", err)
+			}
+			r.logger.Info("synchronous standbys set", "synchronous_standby_names", want)
+		}
+		if inst.Fenced() || (status != nil && status.ReadOnly) {
+			if err := inst.SetFenced(ctx, false); err != nil {
+				return fmt.Errorf("lifting the fence: %w", err)
+			}
+			r.logger.Info("accepting writes", "epoch", act.Epoch)
+		}
+		return nil
+	case controller.ActFollow:
+		return r.follow(ctx, st, act, l)
+	case controller.ActRewind:
+		return r.rewind(ctx, st, act)
+	}
+	return fmt.Errorf("unknown action %q", act.Kind)
+}
+
+// start starts PostgreSQL fenced (read-only): only ActServe lifts the
+// fence, after the FSM says this node may write.
+func (r *reconciler) start(ctx context.Context, fenced bool) error {
+	inst := r.instance()
+	if inst.Running() {
+		return nil
+	}
+	r.setState(gossip.RoleUnknown, pgStateStarting)
+	if _, err := inst.Start(ctx, pgctl.StartOptions{Fenced: fenced}); err != nil {
+		return fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	r.mu.Lock()
+	wasDead := r.died
+	r.died = false
+	r.notStreaming = time.Time{}
+	r.mu.Unlock()
+	if wasDead {
+		r.logger.Info("PostgreSQL restarted after a crash")
+	}
+	return nil
+}
+
+func (r *reconciler) stop(mode pgctl.StopMode) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := r.instance().Stop(ctx, mode); err != nil {
+		r.logger.Error("stopping PostgreSQL", "error", err)
+	}
+}
+
+// Fence implements lease.Fencer: no more writes on this node, now.
+// Read-only first (new transactions), then the sessions that may hold a
+// write transaction open are terminated; if either fails PostgreSQL is
+// stopped, which certainly ends writes.
+func (r *reconciler) Fence(ctx context.Context, reason string) error {
+	inst := r.instance()
+	if !inst.Running() {
+		return nil
+	}
+	r.logger.Warn("fencing PostgreSQL", "reason", reason)
+	metrics.IncrCounter([]string{"postgres", "fenced"}, 1)
+	err := inst.SetFenced(ctx, true)
+	if err == nil {
+		_, err = inst.TerminateClientBackends(ctx)
+	}
+	if err != nil {
+		r.logger.Error("fencing failed: stopping PostgreSQL", "error", err)
+		r.stop(pgctl.StopImmediate)
+		return nil
+	}
+	return nil
+}
+
+// recordFence proposes the fence xid of a newly promoted primary: any
+// transaction id at or above it did not commit before this epoch.
+func (r *reconciler) recordFence(ctx context.Context, act controller.Action) error {
+	conn, err := r.instance().Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to record the fence: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var xid uint64
+	var tli uint32
+	var lsn string
+	err = conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+		(SELECT timeline_id FROM pg_control_checkpoint())::int, pg_current_wal_lsn()::text`).Scan(&xid, &tli, &lsn)
+	if err != nil {
+		return fmt.Errorf("reading the fence xid: %w", err)
+	}
+	if s, err := r.instance().Status(ctx); err == nil && s.Timeline > tli {
+		tli = s.Timeline
+	}
+	switchLSN, _ := fsm.ParseLSN(lsn)
+	cmd := &fsm.RecordFence{Node: r.self, Epoch: act.Epoch, Timeline: tli, XID: xid, SwitchLSN: switchLSN}
+	if err := r.c.fwd.apply(ctx, cmd); err != nil {
+		return fmt.Errorf("recording the fence: %w", err)
+	}
+	r.logger.Info("fence recorded", "epoch", act.Epoch, "xid", xid, "timeline", tli)
+	return nil
+}
+
+// publishSystemID records the new cluster's system identifier after initdb.
+func (r *reconciler) publishSystemID(ctx context.Context, st *fsm.State) error {
+	s, err := r.instance().Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the system identifier: %w", err)
+	}
+	if err := r.c.fwd.apply(ctx, &fsm.SetSystemID{SystemID: s.SystemIdentifier}); err != nil {
+		return fmt.Errorf("recording the system identifier: %w", err)
+	}
+	return nil
+}
+
+func (r *reconciler) follow(ctx context.Context, st *fsm.State, act controller.Action, l controller.Local) error {
+	inst := r.instance()
+	peer, err := r.peer(st, act.Upstream)
+	if err != nil {
+		return err
+	}
+	conninfo, _ := inst.FollowTarget()
+	// pgctl writes host='H' port='P' (quoted libpq values).
+	pointed := strings.Contains(conninfo, "host='"+peer.Host+"'") && strings.Contains(conninfo, "port='"+strconv.Itoa(peer.Port)+"'")
+	if !pointed || !inst.IsStandbyConfigured() {
+		r.logger.Info("following the primary", "primary", act.Upstream, "addr", peer.String())
+		if err := inst.Follow(ctx, peer, pgctl.FollowOptions{}); err != nil {
+			return fmt.Errorf("following %s: %w", act.Upstream, err)
+		}
+	}
+	return r.start(ctx, true)
+}
+
+func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.Action) error {
+	inst := r.instance()
+	peer, err := r.peer(st, act.Upstream)
+	if err != nil {
+		return err
+	}
+	r.logger.Info("rewinding to the primary's timeline", "primary", act.Upstream, "reason", act.Reason)
+	r.stop(pgctl.StopFast)
+	if err := inst.Rewind(ctx, peer, pgctl.FollowOptions{}); err != nil {
+		r.mu.Lock()
+		r.rewindFailures++
+		n := r.rewindFailures
+		r.mu.Unlock()
+		return fmt.Errorf("pg_rewind from %s (attempt %d of %d): %w", act.Upstream, n, controller.MaxRewindAttempts, err)
+	}
+	r.mu.Lock()
+	r.rewindFailures = 0
+	r.notStreaming = time.Time{}
+	r.mu.Unlock()
+	return r.start(ctx, true)
+}
+
+// peer is a member's PostgreSQL address.
+func (r *reconciler) peer(st *fsm.State, node string) (pgctl.Peer, error) {
+	m := st.Member(node)
+	if m == nil || m.Addrs["postgres"] == "" {
+		return pgctl.Peer{}, fmt.Errorf("no PostgreSQL address known for %s", node)
+	}
+	host, port, err := net.SplitHostPort(m.Addrs["postgres"])
+	if err != nil {
+		return pgctl.Peer{}, fmt.Errorf("PostgreSQL address of %s: %w", node, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return pgctl.Peer{}, fmt.Errorf("PostgreSQL port of %s: %w", node, err)
+	}
+	return pgctl.Peer{Host: host, Port: p}, nil
+}
+
+// adoptCreds makes this node use the cluster's role passwords before it
+// creates or copies PostgreSQL data: the first primary publishes its own,
+// every other node takes them from the cluster state.
+func (r *reconciler) adoptCreds(st *fsm.State) error {
+	if st.Secrets == nil {
+		if st.Primary != r.self {
+			return errors.New("the cluster's PostgreSQL secrets are not published yet")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		defer cancel()
+		return r.c.fwd.apply(ctx, &fsm.SetSecrets{Superuser: r.creds.Superuser, Replication: r.creds.Replication})
+	}
+	want := clusterCreds{Superuser: st.Secrets.Superuser, Replication: st.Secrets.Replication}
+	if want == r.creds {
+		return nil
+	}
+	dir := r.secretsDir()
+	for name, v := range map[string]string{"superuser": want.Superuser, "replication": want.Replication} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("replacing secret %s: %w", name, err)
+		}
+		if err := pgctl.StoreSecret(dir, name, v); err != nil {
+			return fmt.Errorf("storing secret %s: %w", name, err)
+		}
+	}
+	r.logger.Info("adopted the cluster's PostgreSQL role secrets")
+	return r.newInstance(want)
+}
+
+// pgStatus answers the controller's probe (GET /v1/internal/pg-status).
+func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
+	inst := r.instance()
+	ps := controller.PGStatus{HasData: inst.HasData()}
+	if !inst.Running() {
+		return ps
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	st, err := inst.Status(ctx)
+	if err != nil {
+		return ps
+	}
+	ps.Running = true
+	ps.InRecovery = st.Role == pgctl.RoleStandby
+	ps.Writable = !ps.InRecovery && !st.ReadOnly
+	ps.Timeline = st.Timeline
+	ps.SystemID = st.SystemIdentifier
+	ps.Upstream = r.upstreamOf(st)
+	if ps.InRecovery {
+		ps.ReceiveLSN = fsm.LSN(st.ReceiveLSN)
+		ps.ReplayLSN = fsm.LSN(st.ReplayLSN)
+		ps.Healthy = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+	} else {
+		ps.FlushLSN = fsm.LSN(st.FlushLSN)
+		ps.Healthy = true
+		if sc, ok := parseSyncNames(st.SynchronousStandbyNames); ok {
+			ps.SyncApplied = &sc
+		}
+		ps.StandbyFlush = make(map[string]fsm.LSN, len(st.Replication))
+		for _, s := range st.Replication {
+			if s.State == "streaming" {
+				ps.StandbyFlush[s.ApplicationName] = fsm.LSN(s.FlushLSN)
+			}
+		}
+	}
+	return ps
+}
+
+var syncNamesRe = regexp.MustCompile(`^\s*ANY\s+(\d+)\s*\((.*)\)\s*$`)
+
+// parseSyncNames reads back what FormatSynchronousStandbyNames wrote: ""
+// (asynchronous) or ANY k ("a", "b"). Anything else is not ours.
+func parseSyncNames(s string) (controller.SyncConfig, bool) {
+	if strings.TrimSpace(s) == "" {
+		return controller.SyncConfig{}, true
+	}
+	m := syncNamesRe.FindStringSubmatch(s)
+	if m == nil {
+		return controller.SyncConfig{}, false
+	}
+	k, _ := strconv.Atoi(m[1])
+	var names []string
+	for _, part := range strings.Split(m[2], ",") {
+		n := strings.TrimSpace(part)
+		if strings.HasPrefix(n, `"`) && strings.HasSuffix(n, `"`) && len(n) >= 2 {
+			n = strings.ReplaceAll(n[1:len(n)-1], `""`, `"`)
+		}
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	return controller.SyncConfig{Standbys: names, K: k}, true
+}
