@@ -46,7 +46,13 @@ type cluster struct {
 	rec    *reconciler
 	fwd    *forwarder
 	timing lease.Timings
+
+	lastTransfer time.Time // of raft leadership away from the primary
 }
+
+// leadershipTransferEvery rate-limits handing raft leadership away from the
+// primary, so a cluster whose other servers keep failing does not churn.
+const leadershipTransferEvery = 30 * time.Second
 
 // leaseTimings derives the lease timings from the configuration and the
 // raft timings, and validates them against each other.
@@ -107,6 +113,9 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 		Mode:             cfg.Replication.Mode,
 		MaxLagOnFailover: uint64(cfg.Replication.MaxLagOnFailover),
 		Timings:          timing,
+		// A probe opens a PostgreSQL connection on the node; on a loaded
+		// machine that alone can take a few hundred milliseconds.
+		ProbeTimeout: 1500 * time.Millisecond,
 	}, controller.Deps{
 		Clock:    c.clock,
 		State:    c.fsm,
@@ -208,6 +217,7 @@ func (c *cluster) runMembership(ctx context.Context) {
 			c.maybeBootstrap()
 		} else if c.raft.IsLeader() {
 			c.reconcileMembers(ctx)
+			c.keepLeadershipOffPrimary(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -215,6 +225,38 @@ func (c *cluster) runMembership(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// keepLeadershipOffPrimary hands raft leadership away when this node is
+// both raft leader and PostgreSQL primary. If such a node died, a new raft
+// leader would first have to be elected, and it would then wait a full
+// hold-down from taking office (it cannot know when the lease was last
+// renewed); with the roles on different nodes the surviving leader already
+// knows, and the failover costs one hold-down less the time since the last
+// renewal.
+func (c *cluster) keepLeadershipOffPrimary(ctx context.Context) {
+	st := c.fsm.State()
+	self := c.a.config().NodeName
+	if st.Primary != self || !st.PrimaryReady() || time.Since(c.lastTransfer) < leadershipTransferEvery {
+		return
+	}
+	voters := 0
+	for _, m := range c.a.gossip.Members() {
+		if m.Name != self && m.Status == gossip.StatusAlive && m.Tags[gossip.TagRaft] == gossip.RaftVoter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return // a transfer would leave no majority to fall back on
+	}
+	c.lastTransfer = time.Now()
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.raft.LeadershipTransfer(tctx); err != nil {
+		c.logger.Warn("handing raft leadership away from the primary", "error", err)
+		return
+	}
+	c.logger.Info("handed raft leadership to another server so that the PostgreSQL primary and the raft leader live on different nodes")
 }
 
 func (c *cluster) stateTag() string {

@@ -25,6 +25,20 @@ func (a *Agent) routes() []route {
 		{method: "PUT", path: "/v1/internal/apply", write: true, fn: a.handleInternalApply},
 		{method: "GET", path: "/v1/internal/pg-status", fn: a.handleInternalPGStatus},
 		{method: "GET", path: "/v1/health/readiness", fn: a.handleReadiness},
+		{method: "GET", path: "/v1/health/primary", fn: a.handleHealthPrimary},
+		{method: "GET", path: "/v1/health/replica", fn: a.handleHealthReplica},
+		{method: "GET", path: "/v1/health/read-only", fn: a.handleHealthReadOnly},
+		{method: "GET", path: "/v1/health/sync", fn: a.handleHealthSync},
+		{method: "GET", path: "/v1/status", fn: a.handleStatus},
+		{method: "GET", path: "/v1/history", fn: a.handleHistory},
+		{method: "GET", path: "/v1/operator/raft/configuration", fn: a.handleRaftConfiguration},
+		{method: "GET", path: "/v1/operator/raft/progress", fn: a.handleRaftProgress},
+		{method: "DELETE", path: "/v1/operator/raft/peer", write: true, fn: a.handleRaftRemovePeer},
+		{method: "PUT,POST", path: "/v1/operator/raft/transfer-leader", write: true, fn: a.handleRaftTransferLeader},
+		{method: "PUT,POST", path: "/v1/operator/switchover", write: true, fn: a.handleSwitchover},
+		{method: "PUT,POST", path: "/v1/operator/failover", write: true, fn: a.handleFailover},
+		{method: "PUT,POST", path: "/v1/operator/pause", write: true, fn: a.handlePause},
+		{method: "PUT,POST", path: "/v1/operator/resume", write: true, fn: a.handleResume},
 	}
 }
 

@@ -37,7 +37,7 @@ const (
 	// actionRetryMax while it keeps failing.
 	actionRetryMin = 200 * time.Millisecond
 	actionRetryMax = 5 * time.Second
-	statusTimeout = 2 * time.Second
+	statusTimeout  = 2 * time.Second
 )
 
 // reconciler makes the local PostgreSQL do what controller.Desired says,
@@ -66,7 +66,7 @@ type reconciler struct {
 	failures   int
 	failedAct  string
 	retryAfter time.Time
-	kick           chan struct{}
+	kick       chan struct{}
 }
 
 // clusterCreds are the agent's PostgreSQL role passwords. They are the same
@@ -212,12 +212,17 @@ func (r *reconciler) Run(ctx context.Context) {
 		case <-pmDone:
 		case <-tick.C:
 		}
-		r.step(ctx)
+		// An action usually leads straight to the next one (promote,
+		// record the fence, serve): look again at once rather than on the
+		// next tick, a bounded number of times.
+		for i := 0; i < 8 && r.step(ctx) && ctx.Err() == nil; i++ {
+		}
 	}
 }
 
-// step observes, asks Desired, and acts once.
-func (r *reconciler) step(ctx context.Context) {
+// step observes, asks Desired, and acts once. It reports whether it carried
+// out an action that may have changed what Desired says next.
+func (r *reconciler) step(ctx context.Context) bool {
 	inst := r.instance()
 	if pm := inst.Postmaster(); pm != nil && pm.Exited() && !pm.ExitStatus().Expected {
 		r.mu.Lock()
@@ -236,8 +241,11 @@ func (r *reconciler) step(ctx context.Context) {
 		r.lastLogged = s
 	}
 	key := act.String()
+	if act.Kind == controller.ActWait || act.Kind == controller.ActRefuse {
+		return false
+	}
 	if key == r.failedAct && time.Now().Before(r.retryAfter) {
-		return
+		return false
 	}
 	actx, cancel := context.WithTimeout(ctx, actionTimeout)
 	defer cancel()
@@ -245,6 +253,7 @@ func (r *reconciler) step(ctx context.Context) {
 	switch {
 	case err == nil:
 		r.failures, r.failedAct = 0, ""
+		return act.Kind != controller.ActServe && act.Kind != controller.ActFollow
 	case ctx.Err() == nil:
 		if key != r.failedAct {
 			r.failures = 0
@@ -256,6 +265,7 @@ func (r *reconciler) step(ctx context.Context) {
 		r.logger.Error("action failed", "action", key, "attempt", r.failures, "retry_in", pause, "error", err)
 		metrics.IncrCounter([]string{"postgres", "action_errors"}, 1)
 	}
+	return false
 }
 
 // observe reads the local PostgreSQL into controller.Local.
@@ -312,10 +322,15 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 	r.writable = l.Writable
 	r.mu.Unlock()
 	if l.InRecovery {
+		// A standby has diverged when the cluster is on a newer timeline
+		// than it and it has not managed to stream for a while: its WAL
+		// forked (it was ahead of the promoted node). A standby that merely
+		// lost its primary keeps its timeline and is left alone.
 		streaming := st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		behind := r.c.fsm.State().Timeline > st.Timeline
 		r.mu.Lock()
 		switch {
-		case streaming:
+		case streaming || !behind:
 			r.notStreaming = time.Time{}
 		case r.notStreaming.IsZero():
 			r.notStreaming = time.Now()
@@ -367,6 +382,9 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		}
 		return r.publishSystemID(ctx, st)
 	case controller.ActClone:
+		if err := r.upstreamServing(st, act.Upstream); err != nil {
+			return err
+		}
 		if err := r.adoptCreds(st); err != nil {
 			return err
 		}
@@ -377,9 +395,8 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		}
 		r.stop(pgctl.StopFast)
 		if inst.HasData() {
-			r.logger.Warn("removing this node's PostgreSQL data to re-clone it", "reason", act.Reason)
-			if err := inst.RemoveData(); err != nil {
-				return fmt.Errorf("removing old data: %w", err)
+			if err := r.setAsideData(act.Reason); err != nil {
+				return err
 			}
 		}
 		r.logger.Info("cloning from the primary", "primary", act.Upstream, "addr", peer.String())
@@ -417,8 +434,11 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		r.logger.Info("stepped down", "final_lsn", final.String(), "reason", act.Reason)
 		return nil
 	case controller.ActPromote:
-		if err := inst.SetFenced(ctx, true); err != nil {
-			return fmt.Errorf("fencing before promotion: %w", err)
+		if !inst.Fenced() {
+			// Promoted, it must not take a write before ActServe.
+			if err := inst.SetFenced(ctx, true); err != nil {
+				return fmt.Errorf("fencing before promotion: %w", err)
+			}
 		}
 		start := time.Now()
 		if err := inst.Promote(ctx); err != nil {
@@ -507,6 +527,9 @@ func (r *reconciler) Fence(ctx context.Context, reason string) error {
 // recordFence proposes the fence xid of a newly promoted primary: any
 // transaction id at or above it did not commit before this epoch.
 func (r *reconciler) recordFence(ctx context.Context, act controller.Action) error {
+	if f, ok := r.c.fsm.State().FenceFor(act.Epoch); ok && f.Node == r.self {
+		return nil // recorded; the FSM change that says so is on its way
+	}
 	conn, err := r.instance().Connect(ctx)
 	if err != nil {
 		return fmt.Errorf("connecting to record the fence: %w", err)
@@ -526,6 +549,9 @@ func (r *reconciler) recordFence(ctx context.Context, act controller.Action) err
 	switchLSN, _ := fsm.ParseLSN(lsn)
 	cmd := &fsm.RecordFence{Node: r.self, Epoch: act.Epoch, Timeline: tli, XID: xid, SwitchLSN: switchLSN}
 	if err := r.c.fwd.apply(ctx, cmd); err != nil {
+		if f, ok := r.c.fsm.State().FenceFor(act.Epoch); ok && f.Node == r.self {
+			return nil // an earlier attempt committed
+		}
 		return fmt.Errorf("recording the fence: %w", err)
 	}
 	r.logger.Info("fence recorded", "epoch", act.Epoch, "xid", xid, "timeline", tli)
@@ -568,6 +594,9 @@ func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.A
 	if err != nil {
 		return err
 	}
+	if err := r.upstreamServing(st, act.Upstream); err != nil {
+		return err
+	}
 	r.logger.Info("rewinding to the primary's timeline", "primary", act.Upstream, "reason", act.Reason)
 	r.stop(pgctl.StopFast)
 	if err := inst.Rewind(ctx, peer, pgctl.FollowOptions{}); err != nil {
@@ -582,6 +611,42 @@ func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.A
 	r.notStreaming = time.Time{}
 	r.mu.Unlock()
 	return r.start(ctx, true)
+}
+
+// upstreamServing checks that node is the primary of the current epoch,
+// serving, and that its PostgreSQL accepts connections. Clone and rewind
+// wait for that: a failure against a primary that is down says nothing
+// about this node's data and must not count towards giving it up.
+func (r *reconciler) upstreamServing(st *fsm.State, node string) error {
+	if node != st.Primary || !st.PrimaryReady() {
+		return fmt.Errorf("waiting for %s to serve as primary", node)
+	}
+	peer, err := r.peer(st, node)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("tcp", peer.String(), time.Second)
+	if err != nil {
+		return fmt.Errorf("primary %s is not reachable yet: %w", node, err)
+	}
+	conn.Close()
+	return nil
+}
+
+// setAsideData moves PGDATA out of the way before a re-clone instead of
+// deleting it: the last copy of a node's WAL is worth a rename. One set-aside
+// copy is kept; an older one is removed.
+func (r *reconciler) setAsideData(reason string) error {
+	dir := r.instance().DataDir()
+	old := dir + ".old"
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("removing the previous set-aside data %s: %w", old, err)
+	}
+	if err := os.Rename(dir, old); err != nil {
+		return fmt.Errorf("setting aside PostgreSQL data before re-cloning: %w", err)
+	}
+	r.logger.Warn("set this node's PostgreSQL data aside to re-clone it", "moved_to", old, "reason", reason)
+	return nil
 }
 
 // peer is a member's PostgreSQL address.
@@ -649,13 +714,16 @@ func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
 	ps.Timeline = st.Timeline
 	ps.SystemID = st.SystemIdentifier
 	ps.Upstream = r.upstreamOf(st)
+	// Healthy means PostgreSQL answered its status queries within the
+	// probe's deadline. A standby that is not streaming is still healthy:
+	// when the primary is gone none is, and each is a failover candidate
+	// judged by the WAL it holds.
+	ps.Healthy = true
 	if ps.InRecovery {
 		ps.ReceiveLSN = fsm.LSN(st.ReceiveLSN)
 		ps.ReplayLSN = fsm.LSN(st.ReplayLSN)
-		ps.Healthy = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
 	} else {
 		ps.FlushLSN = fsm.LSN(st.FlushLSN)
-		ps.Healthy = true
 		if sc, ok := parseSyncNames(st.SynchronousStandbyNames); ok {
 			ps.SyncApplied = &sc
 		}

@@ -105,14 +105,17 @@ func TestExitCodesAndHelp(t *testing.T) {
 		t.Fatalf("--help: %d %q", code, out)
 	}
 	for name := range Commands(cli.NewMockUi()) {
-		code, out, errOut := runCLI(t, name, "-h")
+		// Nested commands ("operator raft list-peers") are separate words.
+		code, out, errOut := runCLI(t, append(strings.Fields(name), "-h")...)
 		if code != 0 || !strings.Contains(out+errOut, "Usage: pgbattery "+name) {
 			t.Errorf("%s -h: code %d, out %q err %q", name, code, out, errOut)
 		}
 	}
 	// A bad flag is an error (1, as in Consul), with the command's help.
-	for _, name := range []string{"members", "join", "leave", "force-leave", "agent"} {
-		code, _, errOut := runCLI(t, name, "-no-such-flag")
+	for _, name := range []string{"members", "join", "leave", "force-leave", "agent", "status", "history",
+		"switchover", "failover", "pause", "resume", "operator raft list-peers", "operator raft remove-peer",
+		"operator raft transfer-leader"} {
+		code, _, errOut := runCLI(t, append(strings.Fields(name), "-no-such-flag")...)
 		if code != 1 || !strings.Contains(errOut, "flag provided but not defined: -no-such-flag") ||
 			!strings.Contains(errOut, "Usage: pgbattery "+name) {
 			t.Errorf("%s -no-such-flag: code %d, %q", name, code, errOut)

@@ -47,13 +47,26 @@ func run(args []string, ui cli.Ui, out, errOut io.Writer) int {
 // Commands returns the factories of every subcommand.
 func Commands(ui cli.Ui) map[string]cli.CommandFactory {
 	return map[string]cli.CommandFactory{
-		"agent":       func() (cli.Command, error) { return newAgentCommand(ui), nil },
-		"force-leave": func() (cli.Command, error) { return newForceLeaveCommand(ui), nil },
-		"join":        func() (cli.Command, error) { return newJoinCommand(ui), nil },
-		"keygen":      func() (cli.Command, error) { return &KeygenCommand{UI: ui}, nil },
-		"leave":       func() (cli.Command, error) { return newLeaveCommand(ui), nil },
-		"members":     func() (cli.Command, error) { return newMembersCommand(ui), nil },
-		"version":     func() (cli.Command, error) { return &VersionCommand{UI: ui}, nil },
+		"agent":                     func() (cli.Command, error) { return newAgentCommand(ui), nil },
+		"force-leave":               func() (cli.Command, error) { return newForceLeaveCommand(ui), nil },
+		"join":                      func() (cli.Command, error) { return newJoinCommand(ui), nil },
+		"keygen":                    func() (cli.Command, error) { return &KeygenCommand{UI: ui}, nil },
+		"leave":                     func() (cli.Command, error) { return newLeaveCommand(ui), nil },
+		"members":                   func() (cli.Command, error) { return newMembersCommand(ui), nil },
+		"version":                   func() (cli.Command, error) { return &VersionCommand{UI: ui}, nil },
+		"status":                    func() (cli.Command, error) { return newStatusCommand(ui), nil },
+		"history":                   func() (cli.Command, error) { return newHistoryCommand(ui), nil },
+		"switchover":                func() (cli.Command, error) { return newSwitchoverCommand(ui), nil },
+		"failover":                  func() (cli.Command, error) { return newFailoverCommand(ui), nil },
+		"pause":                     func() (cli.Command, error) { return newPauseCommand(ui), nil },
+		"resume":                    func() (cli.Command, error) { return newResumeCommand(ui), nil },
+		"operator":                  func() (cli.Command, error) { return newOperatorCommand(), nil },
+		"operator raft":             func() (cli.Command, error) { return newOperatorRaftCommand(), nil },
+		"operator raft list-peers":  func() (cli.Command, error) { return newOperatorRaftListPeersCommand(ui), nil },
+		"operator raft remove-peer": func() (cli.Command, error) { return newOperatorRaftRemovePeerCommand(ui), nil },
+		"operator raft transfer-leader": func() (cli.Command, error) {
+			return newOperatorRaftTransferLeaderCommand(ui), nil
+		},
 	}
 }
 

@@ -43,8 +43,8 @@ func (e *backendError) Error() string {
 }
 
 const (
-	backendReadBuffer  = 16 << 10
-	backendWriteBuffer = 8 << 10
+	backendReadBuffer  = 8 << 10
+	backendWriteBuffer = 4 << 10
 	// maxStartupReply caps a back-end message during start-up.
 	maxStartupReply = 1 << 20
 )

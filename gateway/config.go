@@ -21,6 +21,12 @@ const (
 	AuthTrust = "trust"
 )
 
+// Read-only balancing policies.
+const (
+	BalanceRoundRobin       = "round-robin"
+	BalanceLeastConnections = "least-connections"
+)
+
 // Credentials are what the gateway logs in to PostgreSQL with for its own
 // queries (reading pg_authid). They belong to the agent's control role and
 // are never used for a client session.
@@ -39,6 +45,11 @@ type Config struct {
 	// ReadOnlyAddr is the host:port of the read-only listener, routed to a
 	// standby (round robin), falling back to the primary. Empty disables it.
 	ReadOnlyAddr string
+
+	// ReadOnlyBalance picks a standby for a read-only session:
+	// BalanceRoundRobin (default) or BalanceLeastConnections (the standby
+	// with the fewest sessions from this gateway).
+	ReadOnlyBalance string
 
 	// NodeIndex identifies this gateway among its peers (0-255). It is
 	// encoded in every BackendKeyData process id the gateway hands out, so a
@@ -114,6 +125,13 @@ func (c Config) withDefaults() (Config, error) {
 	case AuthSCRAM, AuthTrust:
 	default:
 		return c, fmt.Errorf("gateway: auth mode %q is not one of %q, %q", c.AuthMode, AuthSCRAM, AuthTrust)
+	}
+	switch c.ReadOnlyBalance {
+	case "":
+		c.ReadOnlyBalance = BalanceRoundRobin
+	case BalanceRoundRobin, BalanceLeastConnections:
+	default:
+		return c, fmt.Errorf("gateway: read-only balance %q is not one of %q, %q", c.ReadOnlyBalance, BalanceRoundRobin, BalanceLeastConnections)
 	}
 	if c.AuthMode == AuthSCRAM && c.Verifiers == nil {
 		return c, errors.New("gateway: auth mode scram needs a verifier source")

@@ -46,9 +46,10 @@ type Gateway struct {
 	untracked atomic.Int64
 	nextID    atomic.Uint64
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closed   bool
+	mu         sync.Mutex
+	sessions   map[*session]struct{}
+	perBackend map[string]int // sessions per back-end address
+	closed     bool
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -85,7 +86,8 @@ func New(cfg Config, router Router, logger hclog.Logger) (*Gateway, error) {
 		logger = hclog.NewNullLogger()
 	}
 	g := &Gateway{cfg: cfg, router: router, logger: logger.Named("gateway"),
-		cancels: newCancelRegistry(cfg.NodeIndex), sessions: map[*session]struct{}{}}
+		cancels: newCancelRegistry(cfg.NodeIndex), sessions: map[*session]struct{}{},
+		perBackend: map[string]int{}}
 	g.mockSecret = make([]byte, 32)
 	if _, err := rand.Read(g.mockSecret); err != nil {
 		return nil, fmt.Errorf("gateway: random: %w", err)
@@ -257,12 +259,16 @@ func (g *Gateway) addSession(s *session) bool {
 		return false
 	}
 	g.sessions[s] = struct{}{}
+	g.perBackend[s.be.target.Addr]++
 	return true
 }
 
 func (g *Gateway) removeSession(s *session) {
 	g.mu.Lock()
 	delete(g.sessions, s)
+	if g.perBackend[s.be.target.Addr]--; g.perBackend[s.be.target.Addr] <= 0 {
+		delete(g.perBackend, s.be.target.Addr)
+	}
 	g.mu.Unlock()
 }
 

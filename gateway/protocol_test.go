@@ -303,3 +303,35 @@ func BenchmarkForwardSimple(b *testing.B) {
 		s.serverToClient(be)
 	}
 }
+
+func TestLeastLoaded(t *testing.T) {
+	g := &Gateway{perBackend: map[string]int{"a:1": 3, "b:1": 1, "c:1": 2}}
+	targets := []Target{{Addr: "a:1"}, {Addr: "b:1"}, {Addr: "c:1"}}
+	if i := g.leastLoaded(targets); i != 1 {
+		t.Fatalf("picked %d, want the standby with one session", i)
+	}
+	targets = append(targets, Target{Addr: "d:1"})
+	if i := g.leastLoaded(targets); i != 3 {
+		t.Fatalf("picked %d, want the standby with no session", i)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	ok := Config{ReadWriteAddr: "127.0.0.1:0", AuthMode: AuthTrust}
+	if _, err := ok.withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]Config{
+		"no listener":   {AuthMode: AuthTrust},
+		"bad auth":      {ReadWriteAddr: "x:1", AuthMode: "md5"},
+		"scram no src":  {ReadWriteAddr: "x:1"},
+		"tls req no":    {ReadWriteAddr: "x:1", AuthMode: AuthTrust, TLSRequired: true},
+		"bad balance":   {ReadWriteAddr: "x:1", AuthMode: AuthTrust, ReadOnlyBalance: "random"},
+		"negative":      {ReadWriteAddr: "x:1", AuthMode: AuthTrust, IdleTimeout: -1},
+		"tiny messages": {ReadWriteAddr: "x:1", AuthMode: AuthTrust, MaxMessageSize: 100},
+	} {
+		if _, err := c.withDefaults(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -18,16 +18,16 @@ import (
 
 // Buffer sizes: big enough that typical messages are handled in place and
 // results stream in few system calls, small enough that 500 idle sessions
-// stay far below the agent's memory budget (48 KiB per session, all four
+// stay far below the agent's memory budget (24 KiB per session, all four
 // buffers; PgBouncer's default is 4 KiB each).
 const (
-	clientReadBuffer  = 8 << 10
-	clientWriteBuffer = 16 << 10
+	clientReadBuffer  = 4 << 10
+	clientWriteBuffer = 8 << 10
 )
 
 // maxRetainedScratch is the largest scratch buffer a session keeps after a
 // message too large for its read buffer.
-const maxRetainedScratch = 64 << 10
+const maxRetainedScratch = 16 << 10
 
 // session is one client connection and the back end serving it.
 //
@@ -457,6 +457,9 @@ func (s *session) connectBackend(ctx context.Context) (*backend, error) {
 		standbys := g.router.Standbys()
 		if n := len(standbys); n > 0 {
 			start := int(g.rr.Add(1) % uint64(n))
+			if g.cfg.ReadOnlyBalance == BalanceLeastConnections {
+				start = g.leastLoaded(standbys)
+			}
 			for i := 0; i < n; i++ {
 				t := standbys[(start+i)%n]
 				be, err := g.dialBackend(ctx, t, s.params, s.auth)
@@ -476,6 +479,21 @@ func (s *session) connectBackend(ctx context.Context) (*backend, error) {
 		return nil, err
 	}
 	return g.dialBackend(ctx, t, s.params, s.auth)
+}
+
+// leastLoaded returns the index of the target with the fewest sessions on
+// this gateway.
+func (g *Gateway) leastLoaded(targets []Target) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	best, bestN := 0, -1
+	for i, t := range targets {
+		n := g.perBackend[t.Addr]
+		if bestN < 0 || n < bestN {
+			best, bestN = i, n
+		}
+	}
+	return best
 }
 
 // waitPrimary returns the router's primary once its view is fresh, waiting

@@ -10,7 +10,9 @@ package gossip
 //
 // PGBATTERY_GOSSIP_TRIALS (default 20), PGBATTERY_GOSSIP_NODES (default 3),
 // PGBATTERY_GOSSIP_PROFILE (default: the default profile) and
-// PGBATTERY_GOSSIP_LOAD_DURATION (default 5m) tune them.
+// PGBATTERY_GOSSIP_LOAD_DURATION (default 5m) and PGBATTERY_GOSSIP_NICE
+// (niceness of the node processes in the load run, default 0) and
+// PGBATTERY_GOSSIP_RT (their SCHED_RR priority, default none) tune them.
 
 import (
 	"fmt"
@@ -158,7 +160,12 @@ func BenchmarkFalseFailedUnderLoad(b *testing.B) {
 	n := envInt("PGBATTERY_GOSSIP_NODES", 3)
 	profile := os.Getenv("PGBATTERY_GOSSIP_PROFILE")
 	for i := 0; i < b.N; i++ {
-		nodes := startCluster(b, clusterOpts{n: n, profile: profile})
+		// PGBATTERY_GOSSIP_NICE=-5 runs the nodes with more CPU priority
+		// than the load, as docs/gossip.md recommends for agents.
+		nice, _ := strconv.Atoi(os.Getenv("PGBATTERY_GOSSIP_NICE"))
+		// PGBATTERY_GOSSIP_RT=N runs them with SCHED_RR priority N.
+		rt, _ := strconv.Atoi(os.Getenv("PGBATTERY_GOSSIP_RT"))
+		nodes := startCluster(b, clusterOpts{n: n, profile: profile, nice: nice, rtPrio: rt})
 		startBurners(b, 2)
 		stalls := startStallMeter(b)
 		start := monoNow()
@@ -190,9 +197,9 @@ func BenchmarkFalseFailedUnderLoad(b *testing.B) {
 		if profile == "" {
 			profile = DefaultProfile
 		}
-		line := fmt.Sprintf("false-Failed run: %s, %d nodes (profile %s), %d CPUs, 2 burner processes x %d busy threads\n"+
+		line := fmt.Sprintf("false-Failed run: %s, %d nodes (profile %s, nice %d, SCHED_RR %d), %d CPUs, 2 burner processes x %d busy threads\n"+
 			"  Failed %d  Suspect %d  Alive %d  Join %d",
-			dur, n, profile, runtime.NumCPU(), runtime.NumCPU(),
+			dur, n, profile, nice, rt, runtime.NumCPU(), runtime.NumCPU(),
 			counts[EventFailed], counts[EventSuspect], counts[EventAlive], counts[EventJoin])
 		if len(episodes) > 0 {
 			line += fmt.Sprintf("\n  suspicion episodes (Suspect until Alive/Failed): p50 %s  p99 %s  max %s",

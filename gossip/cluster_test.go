@@ -24,6 +24,10 @@ type clusterOpts struct {
 	key      []byte
 	profile  string
 	snapshot bool
+	// nice runs the nodes at this niceness (negative: more CPU priority).
+	nice int
+	// rtPrio runs the nodes with SCHED_RR at this priority (0: no).
+	rtPrio int
 	// addrs to use instead of reserving new ones.
 	addrs []string
 	// rejoinAfterLeave sets RejoinAfterLeave on the nodes with these indexes.
@@ -62,7 +66,8 @@ func startCluster(t testing.TB, o clusterOpts) []*testNode {
 		if i > 0 {
 			spec.Join = []string{addrs[0]} // default port 8301
 		}
-		nodes[i] = startNode(t, spec, o.ns)
+		nodes[i] = &testNode{t: t, spec: spec, ns: o.ns, nice: o.nice, rtPrio: o.rtPrio}
+		nodes[i].start()
 		if i > 0 {
 			select {
 			case l := <-nodes[i].replies:

@@ -3,8 +3,10 @@ package gossip
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -256,7 +258,10 @@ func (d *detector) reconcileLocked() {
 		return
 	}
 	background := 0
-	for name, p := range d.peers {
+	// In name order, so that which nodes get a background prober is
+	// stable when there are more than backgroundMaxNodes.
+	for _, name := range slices.Sorted(maps.Keys(d.peers)) {
+		p := d.peers[name]
 		want := false
 		switch {
 		case d.isWatchedLocked(name):

@@ -288,9 +288,11 @@ func startBurners(t testing.TB, n int) {
 
 // testNode is the test's handle on a node process.
 type testNode struct {
-	t    testing.TB
-	spec nodeSpec
-	ns   string // network namespace, "" for the host's
+	t      testing.TB
+	spec   nodeSpec
+	ns     string // network namespace, "" for the host's
+	nice   int    // scheduling niceness of the node process
+	rtPrio int    // SCHED_RR priority of the node process, 0 for none
 
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
@@ -318,6 +320,15 @@ func (n *testNode) start() {
 	}
 	specJSON, _ := json.Marshal(n.spec)
 	args := []string{exe, "-test.run=^$"}
+	if n.rtPrio > 0 {
+		// chrt(1) execs the node too: round-robin real-time priority,
+		// as corosync gives its failure detector.
+		args = append([]string{"chrt", "-r", fmt.Sprint(n.rtPrio)}, args...)
+	}
+	if n.nice != 0 {
+		// nice(1) execs the node: the PID stays the node's.
+		args = append([]string{"nice", "-n", fmt.Sprint(n.nice)}, args...)
+	}
 	if n.ns != "" {
 		args = append([]string{"ip", "netns", "exec", n.ns}, args...)
 	}

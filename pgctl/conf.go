@@ -51,9 +51,15 @@ var defaultParameters = map[string]string{
 	"max_wal_senders":       "16",
 	"max_replication_slots": "16",
 	"wal_log_hints":         "on",
-	"password_encryption":   "scram-sha-256",
-	"wal_receiver_timeout":  "10s",
-	"wal_sender_timeout":    "10s",
+	// pg_rewind of a crashed primary needs the WAL back to the point of
+	// divergence, but the crash recovery it runs first ends with a
+	// checkpoint that recycles old segments; keeping 256 MB of WAL makes
+	// the common case (a primary that died moments ago) rewind instead
+	// of re-clone. It also lets a briefly disconnected standby catch up.
+	"wal_keep_size":        "256MB",
+	"password_encryption":  "scram-sha-256",
+	"wal_receiver_timeout": "10s",
+	"wal_sender_timeout":   "10s",
 	// Standbys re-try a lost primary quickly; failover time is bounded by it.
 	"wal_retrieve_retry_interval": "500ms",
 }

@@ -174,6 +174,13 @@ func TestReplication(t *testing.T) {
 		t.Fatalf("promoting a primary: %v", err)
 	}
 
+	// n3 stopped receiving at n1's shutdown checkpoint, before n2's fork:
+	// it can follow n2 without a rewind. The crashed-and-diverged n1 below
+	// cannot.
+	if need, why, err := n3.NeedsRewind(ctx, n2.peer()); err != nil || need {
+		t.Fatalf("n3 NeedsRewind = %v (%s), %v", need, why, err)
+	}
+
 	// Re-point n3 to n2 without a restart.
 	pid3 := n3.Postmaster().PID()
 	if err := n3.Follow(ctx, n2.peer(), FollowOptions{}); err != nil {
@@ -209,6 +216,10 @@ func TestReplication(t *testing.T) {
 		t.Fatalf("old primary's control data: %+v", cd)
 	}
 
+	if need, why, err := n1.NeedsRewind(ctx, n2.peer()); err != nil || !need {
+		t.Fatalf("diverged n1 NeedsRewind = %v (%s), %v", need, why, err)
+	}
+
 	// Rewind it against n2 (pg_rewind first finishes crash recovery), and
 	// start it as a standby of n2 on the new timeline.
 	if _, err := n2.CreateReplicationSlot(ctx, SlotNameFor("n1")); err != nil {
@@ -216,6 +227,14 @@ func TestReplication(t *testing.T) {
 	}
 	if err := n1.Rewind(ctx, n2.peer(), FollowOptions{Slot: SlotNameFor("n1")}); err != nil {
 		t.Fatal(err)
+	}
+	// The source's control file shows the new timeline (pg_rewind before
+	// PostgreSQL 16 reads it there).
+	if tli, err := queryInt(t, n2, "SELECT timeline_id FROM pg_control_checkpoint()"); err != nil || tli != 2 {
+		t.Fatalf("source checkpoint timeline %d, %v", tli, err)
+	}
+	if err := n3.Rewind(ctx, n2.peer(), FollowOptions{}); !errors.Is(err, ErrRunning) {
+		t.Fatalf("Rewind of a running instance: %v", err)
 	}
 	startNode(t, n1, StartOptions{Fenced: true})
 	mustExec(t, n2, "INSERT INTO t VALUES (7, 'n2')")
@@ -232,11 +251,30 @@ func TestReplication(t *testing.T) {
 	}
 	standbyStreaming(t, n2, "n1")
 	standbyStreaming(t, n2, "n3")
+	if need, why, err := n1.NeedsRewind(ctx, n2.peer()); err != nil || need {
+		t.Fatalf("rewound n1 NeedsRewind = %v (%s), %v", need, why, err)
+	}
+
+	// A standby that crashes is recovered in standby mode, not by
+	// pg_rewind's single-user crash recovery, and follows again.
+	if err := n3.Stop(ctx, StopImmediate); err != nil {
+		t.Fatal(err)
+	}
+	if cd, err := n3.ControlData(ctx); err != nil || cd.State != StateInArchiveRecovery {
+		t.Fatalf("crashed standby: %+v %v", cd, err)
+	}
+	if err := n3.Rewind(ctx, n2.peer(), FollowOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, n3, StartOptions{})
+	mustExec(t, n2, "INSERT INTO t VALUES (8, 'n2')")
+	rowArrives(t, n3, 8)
+	rowArrives(t, n1, 8)
 	// 1-5 from n1's time (4 was cancelled while waiting for the synchronous
 	// standby, but its commit record was already in the WAL: PostgreSQL
 	// keeps such a commit, which is why the gateway reports 08007 for it),
-	// then 6 and 7 from n2; not 100.
-	if v, err := queryInt(t, n1, "SELECT count(*) FROM t"); err != nil || v != 7 {
+	// then 6, 7 and 8 from n2; not 100.
+	if v, err := queryInt(t, n1, "SELECT count(*) FROM t"); err != nil || v != 8 {
 		t.Fatalf("rows on the rewound node: %d, %v", v, err)
 	}
 	scanProcsForSecrets(t)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -270,8 +271,15 @@ func waitWritable(ctx context.Context, conn *pgx.Conn) error {
 // Rewind runs pg_rewind against a running source (the new primary) so this
 // stopped former primary can follow it on the new timeline, then configures
 // it to follow source (standby.signal, primary_conninfo, slot). A target
-// that was not shut down cleanly is first brought to a clean shutdown by
-// pg_rewind itself (PostgreSQL 13+ runs it in single-user mode). On failure
+// that was not shut down cleanly is first brought to a clean shutdown: a
+// crashed primary by pg_rewind itself (PostgreSQL 13+ runs crash recovery
+// in single-user mode, as Patroni does), a crashed standby by starting it
+// as a standby on the unix socket only and stopping it (single-user crash
+// recovery would end its recovery and write WAL of its own). A source
+// whose control file still shows the old timeline right after promotion
+// is checkpointed first (pg_rewind < 16 would otherwise see no
+// divergence). Rewind is cheap when nothing diverged ("no rewind
+// required"), so it is the safe choice when in doubt. On failure
 // (WAL needed for the rewind already gone, say) the caller re-clones.
 // The data directory's configuration files are copied from the source by
 // pg_rewind; pgctl rewrites its own afterwards.
@@ -295,6 +303,19 @@ func (i *Instance) Rewind(ctx context.Context, source Peer, opts FollowOptions) 
 	if err := i.prepareDirs(); err != nil {
 		return fmt.Errorf("rewinding against %s: %w", source, err)
 	}
+	cd, err := i.ControlData(ctx)
+	if err != nil {
+		return fmt.Errorf("rewinding against %s: %w", source, err)
+	}
+	if cd.State == StateInArchiveRecovery {
+		// A standby that crashed. pg_rewind would run crash recovery in
+		// single-user mode, which ends recovery and writes a checkpoint of
+		// its own into WAL the source may not share. Recover it the way
+		// it was running, as a standby, and shut it down cleanly instead.
+		if err := i.recoverAsStandby(ctx); err != nil {
+			return fmt.Errorf("rewinding against %s: %w", source, err)
+		}
+	}
 	// Single-user crash recovery refuses standby mode; the signal files are
 	// written again by the follow below.
 	os.Remove(filepath.Join(i.cfg.DataDir, standbySignal))
@@ -305,6 +326,9 @@ func (i *Instance) Rewind(ctx context.Context, source Peer, opts FollowOptions) 
 	st := i.state
 	i.mu.Unlock()
 	if err := i.writeConfig(st); err != nil {
+		return fmt.Errorf("rewinding against %s: %w", source, err)
+	}
+	if err := i.sourceCheckpoint(ctx, source); err != nil {
 		return fmt.Errorf("rewinding against %s: %w", source, err)
 	}
 	start := time.Now()
@@ -321,4 +345,79 @@ func (i *Instance) Rewind(ctx context.Context, source Peer, opts FollowOptions) 
 		return err
 	}
 	return i.followStopped(source, opts.Slot)
+}
+
+// sourceCheckpoint makes sure the source's control file shows its current
+// timeline. Right after a promotion the end-of-recovery checkpoint may not
+// have finished, and pg_rewind before PostgreSQL 16 reads the source's
+// timeline from its control file: it would wrongly report "no rewind
+// required" and leave the target diverged. A CHECKPOINT on the source
+// closes that window (Patroni does the same).
+func (i *Instance) sourceCheckpoint(ctx context.Context, source Peer) error {
+	conn, err := i.ConnectPeer(ctx, source)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var inRecovery bool
+	var ckptTLI int64
+	var walfile *string
+	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), (pg_control_checkpoint()).timeline_id,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END`).Scan(&inRecovery, &ckptTLI, &walfile)
+	if err != nil {
+		return fmt.Errorf("checking the source's timeline: %w", err)
+	}
+	if inRecovery {
+		return fmt.Errorf("the source %s is a standby; rewind against the primary", source)
+	}
+	tli, err := strconv.ParseUint((*walfile)[:8], 16, 32)
+	if err != nil {
+		return fmt.Errorf("reading the source's timeline from %q: %w", *walfile, err)
+	}
+	if int64(tli) == ckptTLI {
+		return nil
+	}
+	i.log.Info("checkpointing the rewind source so its control file shows the new timeline", "source", source.String(), "checkpoint_timeline", ckptTLI, "timeline", tli)
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpointing the source: %w", err)
+	}
+	return nil
+}
+
+// recoverAsStandby brings a crashed standby to a clean "shut down in
+// recovery" state: it starts it in standby mode, streaming from nobody and
+// listening on the unix socket only, waits until it is consistent, and
+// stops it.
+func (i *Instance) recoverAsStandby(ctx context.Context) error {
+	i.mu.Lock()
+	st := i.state
+	i.mu.Unlock()
+	st.PrimaryConnInfo, st.PrimarySlotName, st.Fenced = "", "", true
+	if err := i.writeConfig(st); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(i.cfg.DataDir, recoverySignal))
+	if err := i.user.writeFile(filepath.Join(i.cfg.DataDir, standbySignal), nil, 0o600); err != nil {
+		return err
+	}
+	i.log.Info("crashed standby: recovering it in standby mode before pg_rewind")
+	pm, err := i.startWithRetry(ctx, []string{"-c", "listen_addresses="})
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if pm != nil {
+		if serr := i.stop(stopCtx, StopFast); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("recovering the crashed standby: %w", err)
+	}
+	cd, err := i.ControlData(ctx)
+	if err != nil {
+		return err
+	}
+	if !cd.CleanShutdown() {
+		return fmt.Errorf("recovering the crashed standby: state %q after a clean stop", cd.State)
+	}
+	return nil
 }

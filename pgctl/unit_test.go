@@ -363,3 +363,16 @@ func TestManagedConfRoundTrip(t *testing.T) {
 		t.Fatalf("include line appears %d times", c)
 	}
 }
+
+func TestParseTimelineHistory(t *testing.T) {
+	h := "1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tno recovery target specified\n"
+	e, err := parseTimelineHistory(h)
+	if err != nil || len(e) != 2 || e[0] != (HistoryEntry{1, 0x3000158}) || e[1] != (HistoryEntry{2, 0x5000000}) {
+		t.Fatalf("parsed %+v, %v", e, err)
+	}
+	for _, bad := range []string{"x 0/1 r", "1 nolsn r", "1"} {
+		if _, err := parseTimelineHistory(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

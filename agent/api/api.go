@@ -80,6 +80,10 @@ const (
 	maxResponseBody = 16 << 20
 )
 
+// The cluster state, history and operator endpoints (GET /v1/status, GET
+// /v1/history, /v1/operator/..., /v1/health/...) are in operator.go and
+// documented in full in docs/api.md.
+
 // Member tag names read by the CLI. The gossip package owns the tag set;
 // these three are the ones `pgbattery members` shows as columns.
 const (
@@ -179,7 +183,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Timeout: timeout}
+		// Each request is bounded by its context (Timeout, or longer for a
+		// switchover that waits), not by a client-wide timeout.
+		hc = &http.Client{}
 	}
 	return &Client{base: base, token: cfg.Token, http: hc, timeout: timeout}, nil
 }
@@ -261,7 +267,12 @@ func (c *Client) ForceLeave(ctx context.Context, node string) error {
 
 // do sends one request and decodes a 2xx JSON answer into out (if not nil).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return c.doTimeout(ctx, c.timeout, method, path, query, out)
+}
+
+// doTimeout is do with its own bound on the request.
+func (c *Client) doTimeout(ctx context.Context, timeout time.Duration, method, path string, query url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	u := *c.base

@@ -229,7 +229,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "renew interval too long for the lease",
 			file:    "lease.hcl",
-			content: base + "failover {\n  lease = \"4s\"\n  lease_renew_interval = \"2s\"\n}\n",
+			content: base + "failover {\n  lease = \"4s\"\n  lease_renew_interval = \"2s\"\n  hold_down = \"5s\"\n}\n",
 			want:    []string{`FILE:6: failover.lease_renew_interval: lease_renew_interval (2s) must be less than half of lease (4s)`},
 		},
 		{
@@ -434,7 +434,7 @@ func TestDefaults(t *testing.T) {
 		Replication:   ReplicationConfig{Mode: "quorum", MaxLagOnFailover: 16 << 20},
 		Gossip:        GossipConfig{Profile: "lan"},
 		Raft:          RaftConfig{Multiplier: 1},
-		Failover:      FailoverConfig{Lease: 5 * time.Second, LeaseRenewInterval: time.Second, HoldDown: 6 * time.Second, FailoverPriority: 1},
+		Failover:      FailoverConfig{Lease: DefaultLease, LeaseRenewInterval: DefaultLeaseRenewInterval, HoldDown: DefaultHoldDown, FailoverPriority: 1},
 		Gateway:       GatewayConfig{MaxConnections: 1000, HoldTimeout: 30 * time.Second, Auth: "scram", ReadOnlyMaxLag: 16 << 20, ReadOnlyBalance: "round-robin"},
 		Switchover:    SwitchoverConfig{DrainTimeout: 5 * time.Second},
 		Telemetry:     TelemetryConfig{PrometheusRetentionTime: time.Minute, MetricsPrefix: "pgbattery"},

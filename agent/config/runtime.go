@@ -159,9 +159,9 @@ const (
 	DefaultMaxLagOnFailover   = 16 << 20
 	DefaultGossipProfile      = "lan"
 	DefaultRaftMultiplier     = 1
-	DefaultLease              = 5 * time.Second
-	DefaultLeaseRenewInterval = 1 * time.Second
-	DefaultHoldDown           = 6 * time.Second
+	DefaultLease              = 1200 * time.Millisecond
+	DefaultLeaseRenewInterval = 200 * time.Millisecond
+	DefaultHoldDown           = 1250 * time.Millisecond
 	DefaultFailoverPriority   = 1
 	DefaultMaxConnections     = 1000
 	DefaultHoldTimeout        = 30 * time.Second

@@ -72,11 +72,13 @@ type Timings struct {
 }
 
 // MaxElection is a pessimistic bound on how long the group may be without a
-// leader after the leader dies, when one election round succeeds: detection
-// (up to 2×HeartbeatTimeout) plus one election timeout round (up to
-// 2×ElectionTimeout). Split votes can take further rounds.
+// leader after the leader dies, when one election round succeeds: a
+// follower's heartbeat check runs every HeartbeatTimeout..2×HeartbeatTimeout
+// and fires once contact is older than HeartbeatTimeout (so up to
+// 3×HeartbeatTimeout), plus one election round (up to 2×ElectionTimeout).
+// Split votes can take further rounds.
 func (t Timings) MaxElection() time.Duration {
-	return 2*t.HeartbeatTimeout + 2*t.ElectionTimeout
+	return 3*t.HeartbeatTimeout + 2*t.ElectionTimeout
 }
 
 // TimingsFor returns the raft timings for a multiplier (0 means

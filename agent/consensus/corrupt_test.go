@@ -33,14 +33,23 @@ func writeStore(t *testing.T) (*testNode, int) {
 	}
 	nodes := []*testNode{tn}
 	n := 0
-	for ; n < 100 || (n < 150 && !tailHasData(t, tn.cfg.DataDir)); n++ {
+	for ; n < 100; n++ {
 		apply(t, nodes, fmt.Sprintf("key%03d=value-%d", n, n))
 	}
-	if !tailHasData(t, tn.cfg.DataDir) {
-		t.Fatal("the tail segment stayed empty")
+	// raft-wal rotates segments in the background; only a stopped store
+	// shows its final shape. Add entries until the tail holds some.
+	for attempt := 0; ; attempt++ {
+		tn.stop()
+		if tailHasData(t, tn.cfg.DataDir) {
+			return tn, n
+		}
+		if attempt == 20 {
+			t.Fatal("the tail segment stayed empty")
+		}
+		tn.start()
+		apply(t, nodes, fmt.Sprintf("key%03d=value-%d", n, n))
+		n++
 	}
-	tn.stop()
-	return tn, n
 }
 
 // tailHasData reports whether the newest segment holds a frame (segments

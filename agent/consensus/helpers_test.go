@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -210,7 +211,10 @@ func newCluster(t testing.TB, n int, opts ...nodeOpt) []*testNode {
 	}
 	for _, tn := range nodes {
 		ok, err := tn.node.MaybeBootstrap(servers)
-		if err != nil || !ok {
+		// A majority that bootstrapped first may have elected a leader
+		// that reached this node already: then it has state and rightly
+		// does not bootstrap.
+		if err != nil || !ok && !tn.node.HasExistingState() {
 			t.Fatalf("bootstrapping %s: bootstrapped=%v err=%v", tn.cfg.NodeID, ok, err)
 		}
 	}
@@ -294,4 +298,33 @@ func running(nodes []*testNode) []*testNode {
 		}
 	}
 	return out
+}
+
+// onLeader runs fn on the current leader, again on the next leader if
+// leadership moved under it (machines under load lose leaders), until the
+// timeout. It is safe to call from any goroutine.
+func onLeader(nodes []*testNode, timeout time.Duration, fn func(n *Node) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var leader *Node
+		for _, tn := range nodes {
+			if n := tn.node; n != nil && n.IsLeader() {
+				leader = n
+			}
+		}
+		var err error
+		if leader == nil {
+			err = ErrNotLeader
+		} else if err = fn(leader); err == nil {
+			return nil
+		}
+		if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) &&
+			!errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -221,15 +221,19 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 }
 
 // LeadershipTransfer hands leadership to the most up-to-date voter.
+// Attempts that time out (the target must catch up and win within an
+// ElectionTimeout, which a loaded machine can miss) are retried while this
+// node is still leader, until ctx ends.
 func (n *Node) LeadershipTransfer(ctx context.Context) error {
-	if err := wait(ctx, n.raft.LeadershipTransfer()); err != nil {
+	if err := n.transfer(ctx, func() raft.Future { return n.raft.LeadershipTransfer() }); err != nil {
 		return fmt.Errorf("transferring raft leadership: %w", err)
 	}
 	return nil
 }
 
-// LeadershipTransferToServer hands leadership to the voter id. addr may be
-// empty: it is then taken from the configuration.
+// LeadershipTransferToServer hands leadership to the voter id, retrying as
+// LeadershipTransfer does. addr may be empty: it is then taken from the
+// configuration.
 func (n *Node) LeadershipTransferToServer(ctx context.Context, id, addr string) error {
 	if addr == "" {
 		cfg, _, err := n.configuration()
@@ -238,17 +242,40 @@ func (n *Node) LeadershipTransferToServer(ctx context.Context, id, addr string) 
 		}
 		s, ok := findServer(cfg, id)
 		if !ok {
-			return fmt.Errorf("transferring raft leadership: no server with ID %q in the configuration", id)
+			return fmt.Errorf("transferring raft leadership: no server with ID %q in the configuration (servers: %s)", id, serverIDs(cfg))
 		}
 		if s.Suffrage != raft.Voter {
 			return fmt.Errorf("transferring raft leadership: %q is not a voter", id)
 		}
 		addr = string(s.Address)
 	}
-	if err := wait(ctx, n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
+	err := n.transfer(ctx, func() raft.Future {
+		return n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	})
+	if err != nil {
 		return fmt.Errorf("transferring raft leadership to %s: %w", id, err)
 	}
 	return nil
+}
+
+// transferRetryPause separates transfer attempts.
+const transferRetryPause = 20 * time.Millisecond
+
+func (n *Node) transfer(ctx context.Context, start func() raft.Future) error {
+	for {
+		err := wait(ctx, start())
+		// raft v1.8 reports a transfer that ran out of time only by this
+		// text; the leader stays leader and may try again.
+		if err == nil || !strings.Contains(err.Error(), "leadership transfer timeout") || !n.IsLeader() {
+			return err
+		}
+		n.logger.Warn("raft leadership transfer timed out; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(transferRetryPause):
+		}
+	}
 }
 
 // Snapshot takes a snapshot now (operators and tests; raft also snapshots
@@ -262,18 +289,19 @@ func (n *Node) Snapshot(ctx context.Context) error {
 
 // Leave is a graceful stop: a leader first hands leadership to another
 // voter (bounded by ctx), so the group does not wait out an election
-// timeout, then the node shuts down. It does not remove the node from the
-// configuration: that is the agent's decision (RemoveServer on the leader).
+// timeout, then the node shuts down — always, even when the hand-over
+// failed, which the returned error then reports. It does not remove the
+// node from the configuration: that is the agent's decision (RemoveServer
+// on the leader).
 func (n *Node) Leave(ctx context.Context) error {
+	var handover error
 	if n.IsLeader() {
 		conf, _, err := n.configuration()
 		if err == nil && voters(conf) > 1 {
-			if err := n.LeadershipTransfer(ctx); err != nil {
-				n.logger.Warn("could not hand over raft leadership before leaving", "error", err)
-			}
+			handover = n.LeadershipTransfer(ctx)
 		}
 	}
-	return n.Shutdown()
+	return errors.Join(handover, n.Shutdown())
 }
 
 func voters(conf raft.Configuration) int {

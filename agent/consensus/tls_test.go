@@ -106,7 +106,7 @@ func TestMutualTLS(t *testing.T) {
 		servers = append(servers, tn.server())
 	}
 	for _, tn := range nodes {
-		if ok, err := tn.node.MaybeBootstrap(servers); err != nil || !ok {
+		if ok, err := tn.node.MaybeBootstrap(servers); err != nil || !ok && !tn.node.HasExistingState() {
 			t.Fatalf("bootstrapping %s: %v %v", tn.cfg.NodeID, ok, err)
 		}
 	}
@@ -120,7 +120,9 @@ func TestMutualTLS(t *testing.T) {
 
 	leader := waitLeader(t, nodes, 10*time.Second)
 	for _, tn := range []*testNode{good, foreign, plain} {
-		if err := leader.node.AddNonvoter(ctxTimeout(t, 10*time.Second), tn.cfg.NodeID, tn.node.Address()); err != nil {
+		if err := onLeader(nodes, 10*time.Second, func(n *Node) error {
+			return n.AddNonvoter(ctxTimeout(t, 10*time.Second), tn.cfg.NodeID, tn.node.Address())
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -175,8 +177,7 @@ func TestMutualTLS(t *testing.T) {
 
 	// The cluster carries on.
 	for _, id := range []string{"x1", "x2"} {
-		leader = waitLeader(t, nodes, 10*time.Second)
-		if err := leader.node.RemoveServer(ctxTimeout(t, 10*time.Second), id); err != nil {
+		if err := onLeader(nodes, 10*time.Second, func(n *Node) error { return n.RemoveServer(ctxTimeout(t, 10*time.Second), id) }); err != nil {
 			t.Fatal(err)
 		}
 	}

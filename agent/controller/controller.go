@@ -56,6 +56,10 @@ type Config struct {
 	SyncInterval time.Duration
 	// NewClusterID makes the id of a new cluster (default: random).
 	NewClusterID func() string
+	// BootstrapExpect is how many members running PostgreSQL must be
+	// registered before the first primary is chosen (0: any), so that a
+	// member holding existing data is not overlooked.
+	BootstrapExpect int
 	// SerialProbes probes nodes one after the other instead of in
 	// parallel. For the simulation, whose prober answers at once.
 	SerialProbes bool
@@ -229,7 +233,7 @@ func (c *Controller) Run(ctx context.Context, changes <-chan struct{}) error {
 		case <-c.events:
 		case <-timer.C:
 		}
-		next := c.Step(ctx)
+		next := max(c.Step(ctx), time.Millisecond)
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -291,8 +295,24 @@ func (c *Controller) Step(ctx context.Context) time.Duration {
 		return min(next, left+time.Millisecond)
 	}
 	if st.Paused {
+		// No failover while paused; but a primary whose PostgreSQL runs
+		// again (restarted read-only after a crash) gets its office back.
+		if old := st.Member(st.Primary); old != nil {
+			if p, err := c.probe(ctx, old); err == nil && p.Running && p.Healthy && !p.InRecovery &&
+				p.Position() >= st.Sync.FloorLSN && (st.Timeline == 0 || p.Timeline >= st.Timeline) {
+				res := probeResult{member: old, st: p}
+				others := c.probeAll(ctx, st, postgresMembers(st, st.Primary))
+				cmd := &fsm.SetPrimary{
+					Node: st.Primary, Epoch: st.Epoch + 1, ExpectLeaseVersion: st.Lease.Version,
+					Kind: fsm.KindReinstate, Reason: "paused: the primary's lease ended (" + leaseEndReason(st) + ") and its PostgreSQL runs again; restarting in place",
+					Candidates: []fsm.Candidate{evidenceOf(&res, false)}, PromoteLSN: p.Position(),
+					Sync: c.initialSync(st, st.Primary, others, p.Position()), DecidedBy: c.cfg.Node,
+				}
+				c.propose(fmt.Sprintf("primary/%d", cmd.Epoch), cmd, now)
+			}
+		}
 		c.setStatus(now, StatusPaused, fmt.Sprintf("lease of primary %s ended but automatic failover is paused", st.Primary), st.Epoch, 0)
-		return idle
+		return c.cfg.RetryInterval
 	}
 	reason := fmt.Sprintf("lease of %s (epoch %d) ended: %s", st.Primary, st.Epoch, leaseEndReason(st))
 	return c.failover(ctx, st, now, fsm.KindFailover, reason, "", 0)
@@ -463,8 +483,8 @@ func (c *Controller) initialSync(st *fsm.State, node string, probes []probeResul
 // (the most WAL), else the highest priority, then name.
 func (c *Controller) bootstrap(ctx context.Context, st *fsm.State, now time.Duration) time.Duration {
 	names := postgresMembers(st, "")
-	if len(names) == 0 {
-		c.setStatus(now, StatusBootstrapping, "no member runs PostgreSQL yet", 0, 0)
+	if len(names) == 0 || len(names) < c.cfg.BootstrapExpect {
+		c.setStatus(now, StatusBootstrapping, fmt.Sprintf("%d of %d expected members running PostgreSQL have registered", len(names), max(1, c.cfg.BootstrapExpect)), 0, 0)
 		return idle
 	}
 	probes := c.probeAll(ctx, st, names)

@@ -432,6 +432,26 @@ func TestPausedMeansNoAutomaticFailover(t *testing.T) {
 	}
 }
 
+// Paused, a primary whose PostgreSQL crashed and came back is given its
+// office back (restart in place), never a standby.
+func TestPausedRestartInPlace(t *testing.T) {
+	h := newHarness(t, fsm.ModeQuorum)
+	h.prop.apply(&fsm.SetPaused{Paused: true})
+	h.step()
+	h.prop.apply(&fsm.ReleaseLease{Holder: "a", Epoch: 1, Cause: "PostgreSQL died"})
+	h.prober.set("a", PGStatus{HasData: true})
+	h.prober.set("c", standby(900, 1))
+	if s := h.advance(time.Millisecond); s.State != StatusPaused || h.f.State().Epoch != 1 {
+		t.Fatalf("status %s epoch %d", s.State, h.f.State().Epoch)
+	}
+	h.prober.set("a", PGStatus{Running: true, Healthy: true, HasData: true, Timeline: 1, FlushLSN: 100})
+	h.advance(time.Second)
+	st := h.f.State()
+	if st.Epoch != 2 || st.Primary != "a" || st.History[len(st.History)-1].Kind != fsm.KindReinstate {
+		t.Fatalf("epoch %d primary %s", st.Epoch, st.Primary)
+	}
+}
+
 func TestFormerPrimaryIsLastResort(t *testing.T) {
 	h := newHarness(t, fsm.ModeQuorum)
 	h.step()

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pgbattery/pgbattery/agent/fsm"
 )
@@ -86,8 +87,34 @@ type Action struct {
 	Upstream string
 	Epoch    uint64
 	// Sync is what ActServe must apply before accepting writes.
-	Sync   SyncConfig
+	Sync SyncConfig
+	// Slots (ActServe) are the physical replication slots the primary
+	// keeps, one per other member running PostgreSQL (SlotName). It creates
+	// missing ones and drops other slots named with SlotPrefix, never any
+	// other slot.
+	Slots  []string
 	Reason string
+}
+
+// SlotPrefix begins the name of every replication slot pgbattery manages.
+const SlotPrefix = "pgbattery_"
+
+// SlotName is the replication slot of a member: SlotPrefix and the name
+// lowercased, with anything but [a-z0-9_] replaced by '_' (slot names allow
+// only those; at most 63 bytes).
+func SlotName(member string) string {
+	b := []byte(SlotPrefix)
+	for _, r := range strings.ToLower(member) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
+			b = append(b, byte(r))
+		} else {
+			b = append(b, '_')
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	return string(b)
 }
 
 func (a Action) String() string {
@@ -182,5 +209,11 @@ func desiredPrimary(st *fsm.State, l Local, fenceIfWritable func(Action) Action)
 	case !st.PrimaryReady():
 		return Action{Kind: ActRecordFence, Epoch: e, Reason: "record the fence xid before accepting writes"}
 	}
-	return Action{Kind: ActServe, Epoch: e, Sync: SyncConfig{Standbys: slices.Clone(st.Sync.Standbys), K: st.Sync.K}}
+	var slots []string
+	for _, n := range st.MemberNames() {
+		if n != st.Primary && !st.Members[n].NoPostgres {
+			slots = append(slots, SlotName(n))
+		}
+	}
+	return Action{Kind: ActServe, Epoch: e, Sync: SyncConfig{Standbys: slices.Clone(st.Sync.Standbys), K: st.Sync.K}, Slots: slots}
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pgbattery/pgbattery/agent/fsm"
@@ -64,6 +65,9 @@ func TestDesired(t *testing.T) {
 			if a.Kind == ActServe && (a.Sync.K != 1 || len(a.Sync.Standbys) != 1) {
 				t.Fatalf("serve without the sync configuration: %+v", a.Sync)
 			}
+			if a.Kind == ActServe && (len(a.Slots) != 1 || a.Slots[0] != "pgbattery_b") {
+				t.Fatalf("slots %v, want [pgbattery_b] (not the witness, not itself)", a.Slots)
+			}
 		})
 	}
 }
@@ -87,5 +91,16 @@ func TestDesiredOneServer(t *testing.T) {
 				t.Fatalf("writable %s not told to fence: %s", self, a)
 			}
 		}
+	}
+}
+
+func TestSlotName(t *testing.T) {
+	for in, want := range map[string]string{"node-1": "pgbattery_node_1", "DB.East": "pgbattery_db_east", "x_9": "pgbattery_x_9"} {
+		if got := SlotName(in); got != want {
+			t.Errorf("SlotName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := SlotName(strings.Repeat("a", 100)); len(got) != 63 {
+		t.Errorf("long name gives %d bytes", len(got))
 	}
 }

@@ -207,6 +207,15 @@ func TestRunnerRenewsAndFences(t *testing.T) {
 	if err := r.Release(context.Background(), 10, "test"); err != nil || ren.released.Load() != 1 {
 		t.Fatalf("release: %v (%d)", err, ren.released.Load())
 	}
+	// Once released, the epoch's lease is never renewed again, even while
+	// the FSM has not yet applied the release.
+	ren.fail.Store(false)
+	time.Sleep(2 * tm.RenewInterval) // a renewal started before Release may still be counted
+	n := ren.renews.Load()
+	time.Sleep(5 * tm.RenewInterval)
+	if ren.renews.Load() != n || r.Valid() {
+		t.Fatalf("renewed %d times after release", ren.renews.Load()-n)
+	}
 }
 
 func TestRunnerConfigErrors(t *testing.T) {

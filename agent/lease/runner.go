@@ -69,7 +69,8 @@ type Runner struct {
 	mu       sync.Mutex
 	holder   *Holder
 	inflight int
-	fenced   bool // fenced since the lease last lapsed
+	fenced   bool   // fenced since the lease last lapsed
+	released uint64 // epoch whose lease this node gave up: never renewed again
 	wake     chan struct{}
 }
 
@@ -104,6 +105,7 @@ func (r *Runner) Release(ctx context.Context, finalLSN fsm.LSN, cause string) er
 	r.mu.Lock()
 	r.holder.Reset()
 	r.fenced = true
+	r.released = st.Epoch
 	r.mu.Unlock()
 	if st.Primary != r.cfg.Node || st.Lease.Released {
 		return nil
@@ -147,7 +149,8 @@ func (r *Runner) step(ctx context.Context, wg *sync.WaitGroup) time.Duration {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	mine := st.Primary == r.cfg.Node && st.Lease.Holder == r.cfg.Node && st.Lease.Epoch == st.Epoch && !st.Lease.Released
+	mine := st.Primary == r.cfg.Node && st.Lease.Holder == r.cfg.Node && st.Lease.Epoch == st.Epoch && !st.Lease.Released &&
+		st.Epoch != r.released
 	if !mine {
 		if r.holder.Epoch() != 0 {
 			r.holder.Reset()

@@ -264,22 +264,23 @@ type node struct {
 	agentPaused bool
 	netGroup    int
 
-	fsm          *fsm.FSM
-	applied      uint64
-	lastEpoch    uint64
-	ctrl         *controller.Controller
-	holder       *lease.Holder
-	pg           pgSim
-	died         bool
-	rewindFail   int
-	busyUntil    time.Duration
-	proposedAt   map[string]time.Duration
-	deadlineEv   uint64 // generation of the scheduled lease-deadline check
-	hangSince    time.Duration
-	slowNetUntil time.Duration
-	dropOutUntil time.Duration
-	hangSeen     bool
-	agentGen     int
+	fsm           *fsm.FSM
+	applied       uint64
+	lastEpoch     uint64
+	ctrl          *controller.Controller
+	holder        *lease.Holder
+	pg            pgSim
+	died          bool
+	rewindFail    int
+	busyUntil     time.Duration
+	proposedAt    map[string]time.Duration
+	deadlineEv    uint64 // generation of the scheduled lease-deadline check
+	hangSince     time.Duration
+	slowNetUntil  time.Duration
+	releasedEpoch uint64
+	dropOutUntil  time.Duration
+	hangSeen      bool
+	agentGen      int
 }
 
 // local converts simulated (true) time to this node's monotonic clock.
@@ -488,7 +489,7 @@ func (s *Sim) delayFor(a, b *node) time.Duration {
 // delay is a message's network delay: usually a few milliseconds, now and
 // then (a congested link, a GC pause) up to most of a lease.
 func (s *Sim) delay() time.Duration {
-	if s.rng.Intn(40) == 0 {
+	if !s.healing && s.rng.Intn(40) == 0 {
 		return 100*time.Millisecond + time.Duration(s.rng.Int63n(int64(700*time.Millisecond)))
 	}
 	return time.Millisecond + time.Duration(s.rng.Int63n(int64(4*time.Millisecond)))
@@ -581,7 +582,8 @@ func (s *Sim) agentTick(n *node) {
 
 func (s *Sim) leaseTick(n *node) {
 	st := n.fsm.State()
-	mine := st.Primary == n.name && st.Lease.Holder == n.name && st.Lease.Epoch == st.Epoch && !st.Lease.Released
+	mine := st.Primary == n.name && st.Lease.Holder == n.name && st.Lease.Epoch == st.Epoch && !st.Lease.Released &&
+		st.Epoch != n.releasedEpoch
 	now := n.local(s.now)
 	if !mine {
 		if n.holder.Epoch() != 0 {
@@ -720,6 +722,7 @@ func (s *Sim) reconcile(n *node) {
 			s.fencePG(n)
 		}
 		n.holder.Reset()
+		n.releasedEpoch = st.Epoch
 		s.proposeOnce(n, fmt.Sprintf("release/%d", st.Epoch), &fsm.ReleaseLease{Holder: n.name, Epoch: st.Epoch, Cause: "PostgreSQL died"})
 	case controller.ActFence:
 		s.fencePG(n)
@@ -729,6 +732,7 @@ func (s *Sim) reconcile(n *node) {
 		n.pg.writable = false
 		n.pg.pending = nil
 		n.holder.Reset()
+		n.releasedEpoch = st.Epoch
 		s.proposeOnce(n, fmt.Sprintf("stepdown/%d", st.Epoch), &fsm.ReleaseLease{Holder: n.name, Epoch: st.Epoch, FinalLSN: fsm.LSN(n.pg.lsn()), Cause: "stepping down for " + st.Pending.Kind})
 	case controller.ActPromote:
 		s.branches++
@@ -933,7 +937,7 @@ func (s *Sim) propose(n *node, cmd fsm.Command, done func(error)) error {
 	} else {
 		return errors.New("no leader reachable")
 	}
-	if s.rng.Intn(50) == 0 || (target != n && s.now < n.dropOutUntil) {
+	if (!s.healing && s.rng.Intn(50) == 0) || (target != n && s.now < n.dropOutUntil) {
 		return nil // dropped on the way
 	}
 	s.after(s.delayFor(n, target), func() {
@@ -956,7 +960,7 @@ func (s *Sim) propose(n *node, cmd fsm.Command, done func(error)) error {
 				return
 			}
 			s.after(s.delayFor(target, n), func() {
-				if n.agentUp && r.leader >= 0 && s.connected(n, s.nodes[r.leader]) && s.rng.Intn(50) != 0 {
+				if n.agentUp && r.leader >= 0 && s.connected(n, s.nodes[r.leader]) && (s.healing || s.rng.Intn(50) != 0) {
 					done(res)
 				}
 			})
@@ -1297,41 +1301,57 @@ func (s *Sim) heal() {
 	s.after(time.Second, unpause)
 }
 
+// finalCheck verifies that the healed cluster converged: one writable
+// primary, the one the log names, every other node streaming from it, and
+// a new write acknowledged. "Eventually": it looks again every 250ms for
+// finalWriteBudget before it reports what is still wrong.
 func (s *Sim) finalCheck() {
+	deadline := s.now + finalWriteBudget
+	var try func()
+	try = func() {
+		problems := s.convergence()
+		if len(problems) == 0 {
+			before := len(s.acked)
+			s.after(finalWriteBudget, func() {
+				if len(s.acked) == before {
+					s.violate("after healing: no write acknowledged within %s", finalWriteBudget)
+				}
+				s.done = true
+			})
+			return
+		}
+		if s.now >= deadline {
+			for _, p := range problems {
+				s.violate("after healing: %s", p)
+			}
+			s.done = true
+			return
+		}
+		s.after(250*time.Millisecond, try)
+	}
+	try()
+}
+
+func (s *Sim) convergence() []string {
 	st := s.raft.ref.State()
 	p := s.nodeByName(st.Primary)
 	if p == nil {
-		s.violate("after healing: no primary in the FSM (controller status: %s)", s.leaderStatus())
-		s.done = true
-		return
+		return []string{fmt.Sprintf("no primary in the FSM (controller status: %s)", s.leaderStatus())}
 	}
+	var out []string
 	if !p.pg.writable {
-		s.violate("after healing: FSM primary %s (epoch %d) is not writable; controller status: %s", p.name, st.Epoch, s.leaderStatus())
+		out = append(out, fmt.Sprintf("FSM primary %s (epoch %d) is not writable; controller status: %s", p.name, st.Epoch, s.leaderStatus()))
 	}
 	for _, n := range s.nodes {
 		if ns := n.fsm.State(); ns.Epoch != st.Epoch || ns.Primary != st.Primary {
-			s.violate("after healing: %s's FSM says epoch %d primary %s, the log says epoch %d primary %s", n.name, ns.Epoch, ns.Primary, st.Epoch, st.Primary)
+			out = append(out, fmt.Sprintf("%s's FSM says epoch %d primary %s, the log says epoch %d primary %s", n.name, ns.Epoch, ns.Primary, st.Epoch, st.Primary))
 		}
-		if n == p {
-			continue
-		}
-		if !s.streaming(n, p) {
-			s.violate("after healing: %s is not streaming from primary %s (running=%v recovery=%v upstream=%d diverged=%v)",
-				n.name, p.name, n.pg.running, n.pg.inRecovery, n.pg.upstream, n.pg.diverged)
+		if n != p && !s.streaming(n, p) {
+			out = append(out, fmt.Sprintf("%s is not streaming from primary %s (running=%v recovery=%v upstream=%d diverged=%v)",
+				n.name, p.name, n.pg.running, n.pg.inRecovery, n.pg.upstream, n.pg.diverged))
 		}
 	}
-	if len(s.res.Violations) > 0 {
-		s.done = true
-		return
-	}
-	// A write issued now must be acknowledged.
-	before := len(s.acked)
-	s.after(finalWriteBudget, func() {
-		if len(s.acked) == before {
-			s.violate("after healing: no write acknowledged within %s", finalWriteBudget)
-		}
-		s.done = true
-	})
+	return out
 }
 
 func (s *Sim) leaderStatus() string {

@@ -110,7 +110,11 @@ func TestSimSchedules(t *testing.T) {
 						first = r
 					}
 				}
-				t.Fatalf("%d schedule(s) violated the promises; first: replay with\n  %s\n%s", len(failed), replayCommand(first, o), first)
+				var seeds []int64
+				for _, r := range failed {
+					seeds = append(seeds, r.Seed)
+				}
+				t.Fatalf("%d schedule(s) violated the promises (seeds %v); first: replay with\n  %s\n%s", len(failed), seeds, replayCommand(first, o), first)
 			}
 		})
 	}

@@ -82,9 +82,6 @@ bind_addr        = %q
 server           = true
 bootstrap_expect = %d
 log_level        = "debug"
-gossip {
-  profile = "local"
-}
 postgres {
   enabled = %t
 }

@@ -205,3 +205,35 @@ func childrenOf(t *testing.T, pid int) []int {
 	}
 	return out
 }
+
+// queryCount runs a count query behind the workload's back; errors (the
+// table may not exist yet) count as zero.
+func (pg *testPG) queryCount(sql string) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg.dsn)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+		return 0
+	}
+	return n
+}
+
+// waitForRows polls sql (a count) until it is positive or timeout passes;
+// tamper goroutines use it to act only once the workload has really
+// started (its setup resets the table).
+func (pg *testPG) waitForRows(t *testing.T, timeout time.Duration, sql string) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if pg.queryCount(sql) > 0 {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("timed out waiting for %q to count rows", sql)
+	return false
+}

@@ -37,7 +37,7 @@ func TestProberAgainstPostgres(t *testing.T) {
 		samples := p.Stop()
 		r := checker.CheckSplitBrain(samples, checker.SplitBrainOptions{})
 		requireOK(t, r)
-		if r.Stats.Values["writable_samples"] < 10 {
+		if r.Stats.Values["writable_samples"] < 3 {
 			t.Fatalf("n1 was hardly ever seen writable: %v", r.Stats.Values)
 		}
 		for _, s := range samples {
@@ -60,7 +60,7 @@ func TestProberAgainstPostgres(t *testing.T) {
 			p.Stop()
 			t.Fatalf("unfencing n2: %v", err)
 		}
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond)
 		samples := p.Stop()
 		// Certain, not merely possible: it passes TolerateUncertain too.
 		r := checker.CheckSplitBrain(samples, checker.SplitBrainOptions{TolerateUncertain: true})
@@ -76,14 +76,14 @@ func TestProberAgainstPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond)
-		killedAt := clock.Now()
 		n1.kill(t)
+		killedAt := clock.Now() // the postmaster and its children are gone
 		time.Sleep(500 * time.Millisecond)
 		samples := p.Stop()
 		requireOK(t, checker.CheckSplitBrain(samples, checker.SplitBrainOptions{}))
 		var unreachable int
 		for _, s := range samples {
-			if s.Node != "n1" || s.Start < killedAt+100*time.Millisecond {
+			if s.Node != "n1" || s.Start < killedAt {
 				continue
 			}
 			if s.State == checker.ProbeWritable {

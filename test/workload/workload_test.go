@@ -116,7 +116,11 @@ func TestWorkloadsAgainstPostgres(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			time.Sleep(time.Second)
+			if !pg.waitForRows(t, 20*time.Second, "SELECT count(*) FROM tampered_append WHERE client = 1 AND id > 1000000010") ||
+				!pg.waitForRows(t, 20*time.Second, "SELECT count(*) FROM tampered_append WHERE client = 0 AND id > 10") {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 			// The oldest row of client 0 was acknowledged long ago.
 			deleted = pg.queryInt(t, "DELETE FROM tampered_append WHERE id = (SELECT min(id) FROM tampered_append WHERE client = 0) RETURNING id")
 			duplicated = pg.queryInt(t, "INSERT INTO tampered_append (id, client) SELECT id, client FROM tampered_append WHERE id = (SELECT min(id) FROM tampered_append WHERE client = 1) RETURNING id")
@@ -134,11 +138,12 @@ func TestWorkloadsAgainstPostgres(t *testing.T) {
 	})
 
 	t.Run("register detects values nobody wrote", func(t *testing.T) {
-		// One key, and a rogue write of a value no client writes, twenty
-		// times: a read that sees it is not linearizable. Each time the
-		// next operation on the key is a read with probability 0.4, so
-		// missing all twenty is ~(0.3/0.7)^20 ≈ 4e-8.
-		cfg := RegisterConfig{Config: testConfig(t, pg.dsn, 2*time.Second), Keys: 1}
+		// One key, and a rogue write of a value no client writes, thirty
+		// times: a read that sees it is not linearizable. After each, the
+		// first read or write of the key is a read with probability 4/7,
+		// so missing all thirty is ~(3/7)^30 ≈ 1e-11 (compare-and-sets
+		// in between neither reveal nor mask it).
+		cfg := RegisterConfig{Config: testConfig(t, pg.dsn, 3*time.Second), Keys: 1}
 		cfg.Table = "tampered_register"
 		var events []checker.Event
 		var mu sync.Mutex
@@ -146,14 +151,17 @@ func TestWorkloadsAgainstPostgres(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			time.Sleep(200 * time.Millisecond)
-			for i := 0; i < 20; i++ {
+			// Only once the clients run (setup resets the table).
+			if !pg.waitForRows(t, 20*time.Second, "SELECT count(*) FROM tampered_register WHERE v <> 0") {
+				return
+			}
+			for i := 0; i < 30; i++ {
 				at := cfg.Clock.Now()
 				pg.exec(t, "UPDATE tampered_register SET v = $1 WHERE k = 0", int64(-1-i))
 				mu.Lock()
 				events = append(events, checker.Event{Name: "rogue write", Details: fmt.Sprintf("v = %d", -1-i), Start: at, End: cfg.Clock.Now()})
 				mu.Unlock()
-				time.Sleep(60 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 			}
 		}()
 		ops, err := RunRegister(ctx, cfg)
@@ -176,8 +184,17 @@ func TestWorkloadsAgainstPostgres(t *testing.T) {
 	t.Run("bank detects money created behind its back", func(t *testing.T) {
 		cfg := BankConfig{Config: testConfig(t, pg.dsn, 2*time.Second)}
 		cfg.Table = "tampered_bank"
-		time.AfterFunc(time.Second, func() { pg.exec(t, "UPDATE tampered_bank SET balance = balance + 7 WHERE id = 0") })
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Only once transfers run (setup resets the table).
+			if pg.waitForRows(t, 20*time.Second, "SELECT count(*) FROM tampered_bank WHERE balance <> 100") {
+				pg.exec(t, "UPDATE tampered_bank SET balance = balance + 7 WHERE id = 0")
+			}
+		}()
 		ops, opts, err := RunBank(ctx, cfg)
+		wg.Wait()
 		if err != nil {
 			t.Fatal(err)
 		}
