@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgbattery/pgbattery/agent/config"
 	"github.com/pgbattery/pgbattery/agent/version"
+	"github.com/pgbattery/pgbattery/gateway"
 	"github.com/pgbattery/pgbattery/gossip"
 	"github.com/pgbattery/pgbattery/pgctl"
 )
@@ -43,6 +44,8 @@ type Agent struct {
 	http      *httpServer
 	telemetry *telemetry
 	cluster   *cluster
+	router    *router
+	gateway   *gateway.Gateway
 
 	// ctx is cancelled at Shutdown; every goroutine the agent starts
 	// watches it and is waited for through wg.
@@ -120,6 +123,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		}
 	})
 	a.cluster.start()
+	if err := a.startGateway(cfg); err != nil {
+		return err
+	}
 
 	if len(cfg.Join) > 0 {
 		n, err := a.gossip.Join(cfg.Join, !cfg.Rejoin)
@@ -255,6 +261,9 @@ func (a *Agent) consumeGossipEvents(ctx context.Context) {
 			}
 			if a.cluster != nil {
 				a.cluster.onGossipEvent(ev)
+			}
+			if a.router != nil {
+				a.router.onGossipEvent(ev)
 			}
 			switch ev.Type {
 			case gossip.EventUpdate:

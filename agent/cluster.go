@@ -167,6 +167,36 @@ func (c *cluster) start() {
 		c.a.goRun("reconciler", c.rec.Run)
 	}
 	c.a.goRun("membership", c.runMembership)
+	c.a.goRun("fsm-watch", c.watchState)
+}
+
+// watchState keeps gossip in step with the cluster state: the primary is
+// the node gossip watches most closely (its failure is what matters), and
+// the cluster id travels as a tag so that nodes of another cluster are never
+// added to this one's raft group.
+func (c *cluster) watchState(ctx context.Context) {
+	changes, cancel := c.fsm.Subscribe()
+	defer cancel()
+	primary, clusterID := "", ""
+	for {
+		st := c.fsm.State()
+		if st.Primary != primary {
+			primary = st.Primary
+			c.a.gossip.SetPrimary(primary)
+		}
+		if st.ClusterID != clusterID {
+			if err := c.a.gossip.UpdateTags(map[string]string{gossip.TagCluster: st.ClusterID}); err != nil {
+				c.logger.Warn("publishing the cluster id", "error", err)
+			} else {
+				clusterID = st.ClusterID
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+	}
 }
 
 // shutdown stops raft after the goroutines have stopped.
@@ -298,6 +328,10 @@ func (c *cluster) reconcileMembers(ctx context.Context) {
 	for _, m := range c.a.gossip.Members() {
 		raftAddr := m.Tags[gossip.TagRaftAddr]
 		if raftAddr == "" {
+			continue
+		}
+		if id := m.Tags[gossip.TagCluster]; id != "" && st.ClusterID != "" && id != st.ClusterID {
+			c.logger.Warn("ignoring a member of another cluster", "node", m.Name, "its_cluster", id, "ours", st.ClusterID)
 			continue
 		}
 		switch m.Status {

@@ -208,7 +208,7 @@ func (a *Agent) forwardToLeader(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, unavailable("this node is not the raft leader and %v", err)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), operatorTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), operatorTimeout+5*time.Second)
 	defer cancel()
 	u := "http://" + addr + r.URL.Path
 	if r.URL.RawQuery != "" {
@@ -223,7 +223,7 @@ func (a *Agent) forwardToLeader(r *http.Request) (any, error) {
 	// The forwarder's client has a short timeout fit for probes; a
 	// membership change or leadership transfer may take longer.
 	hc := *f.client()
-	hc.Timeout = operatorTimeout
+	hc.Timeout = operatorTimeout + 5*time.Second
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, unavailable("forwarding to the raft leader at %s: %v", addr, err)

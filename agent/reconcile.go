@@ -69,6 +69,11 @@ type reconciler struct {
 	kick       chan struct{}
 }
 
+// gatewayHBA lets the gateways (on every node of the cluster, normally on
+// one network) open client sessions with SCRAM. It comes after the
+// operator's postgres.hba lines, so those can reject or narrow first.
+const gatewayHBA = "host all all samenet scram-sha-256"
+
 // clusterCreds are the agent's PostgreSQL role passwords. They are the same
 // on every node (pg_basebackup copies pg_authid), so the first primary's
 // agent generates them and the cluster state carries them to the others.
@@ -127,7 +132,7 @@ func (r *reconciler) newInstance(creds clusterCreds) error {
 		Port:        r.cfg.Ports.Postgres,
 		OSUser:      r.cfg.Postgres.OSUser,
 		Parameters:  r.cfg.Postgres.Parameters,
-		HBA:         r.cfg.Postgres.HBA,
+		HBA:         append(append([]string{}, r.cfg.Postgres.HBA...), gatewayHBA),
 		Superuser:   pgctl.Credentials{Password: creds.Superuser},
 		Replication: pgctl.Credentials{Password: creds.Replication},
 		Logger:      r.logger,

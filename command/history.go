@@ -118,5 +118,7 @@ func formatHistory(hist []api.Transition, detailed bool) string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-func (c *HistoryCommand) Synopsis() string { return "Lists failovers and switchovers with their evidence" }
-func (c *HistoryCommand) Help() string     { return c.help }
+func (c *HistoryCommand) Synopsis() string {
+	return "Lists failovers and switchovers with their evidence"
+}
+func (c *HistoryCommand) Help() string { return c.help }

@@ -96,5 +96,7 @@ func formatRaftPeers(peers []api.RaftPeer) string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-func (c *OperatorRaftListPeersCommand) Synopsis() string { return "Displays the raft peer configuration" }
-func (c *OperatorRaftListPeersCommand) Help() string     { return c.help }
+func (c *OperatorRaftListPeersCommand) Synopsis() string {
+	return "Displays the raft peer configuration"
+}
+func (c *OperatorRaftListPeersCommand) Help() string { return c.help }

@@ -81,7 +81,7 @@ func (g *Gateway) dialBackend(ctx context.Context, target Target, params map[str
 	}
 
 	be := &backend{target: target, conn: conn,
-		r: bufio.NewReaderSize(conn, backendReadBuffer), w: bufio.NewWriterSize(conn, backendWriteBuffer),
+		r: bufio.NewReaderSize(conn, backendReadBuffer), w: bufio.NewWriterSize(backendWriter{conn}, backendWriteBuffer),
 		params: map[string]string{}}
 
 	sm := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params}
@@ -226,3 +226,20 @@ func readStartupReply(r *bufio.Reader) (byte, []byte, error) {
 	}
 	return hdr[0], body, nil
 }
+
+// backendWriter marks write errors as the back end's, so the forwarding
+// loops can tell a lost back end from a client that went away.
+type backendWriter struct{ conn net.Conn }
+
+func (w backendWriter) Write(b []byte) (int, error) {
+	n, err := w.conn.Write(b)
+	if err != nil {
+		err = &backendWriteError{err}
+	}
+	return n, err
+}
+
+type backendWriteError struct{ err error }
+
+func (e *backendWriteError) Error() string { return "writing to back end: " + e.err.Error() }
+func (e *backendWriteError) Unwrap() error { return e.err }

@@ -36,6 +36,12 @@ func (s *session) forward() {
 		done <- err
 	}()
 	cerr := s.clientToServer(be)
+	var bwe *backendWriteError
+	if !errors.As(cerr, &bwe) {
+		// The client ended the session; a lost back end is reported by
+		// serverToClient instead.
+		s.stopping.Store(true)
+	}
 	// Let the back end see the client's end: Terminate was forwarded, or
 	// the connection closes.
 	be.w.Flush()
@@ -232,13 +238,23 @@ func (s *session) serverToClient(be *backend) error {
 	r, w := be.r, s.cw
 	bytesOut := &s.l.bytesOut
 	var scratch []byte
+	var last byte // type of the last message forwarded
 	for {
 		hdr, err := fill(r, w, 5)
 		if err != nil {
+			if len(hdr) == 0 && last != 'E' && !s.stopping.Load() {
+				// The back end went away between messages without saying
+				// why (crash, network): tell the client, as libpq would
+				// see it. (Issue 6 moves movable sessions here instead.)
+				writeMessages(w, errorMessage("FATAL", codeConnectionFailure,
+					fmt.Sprintf("the pgbattery gateway lost its connection to PostgreSQL on %s", be.target.Node)))
+				s.l.errors.Add(1)
+			}
 			w.Flush()
 			return err
 		}
 		typ := hdr[0]
+		last = typ
 		n := int(binary.BigEndian.Uint32(hdr[1:5]))
 		if n < 4 {
 			w.Flush()

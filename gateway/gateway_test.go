@@ -214,6 +214,26 @@ func testPGX(t *testing.T, g *testGateway) {
 	if err := conn2.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("after cancel: %v", err)
 	}
+
+	// The back end terminated by an administrator: its FATAL reaches the
+	// client as is.
+	conn3 := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	var pid3 uint32
+	if err := conn3.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn2.Exec(ctx, "SELECT pg_terminate_backend($1)", pid3); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn3.Ping(ctx); sqlstate(err) != "57P01" {
+		t.Fatalf("terminated back end: %v, want 57P01", err)
+	}
+	// The back-end connection lost without a word: the gateway says so.
+	conn4 := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	g.cancels.lookupPID(conn4.PgConn().PID()).be.conn.Close()
+	if err := conn4.Ping(ctx); sqlstate(err) != "08006" || !strings.Contains(err.Error(), "lost its connection") {
+		t.Fatalf("lost back end: %v, want 08006", err)
+	}
 }
 
 func testAuth(t *testing.T, g *testGateway) {
@@ -322,9 +342,11 @@ func testTLS(t *testing.T, pg *pgServer) {
 	}
 	check(connectPGX(t, req.dsn("alice", alicePassword, "alice", "sslmode=require")), true)
 
-	// sslmode=require against a gateway without TLS fails clearly.
+	// sslmode=require against a gateway without TLS fails clearly;
+	// sslmode=prefer falls back to plaintext.
 	h3 := testutil.Addr(t)
 	plain := startGateway(t, pg, h3, nil)
+	check(connectPGX(t, plain.dsn("alice", alicePassword, "alice", "sslmode=prefer")), false)
 	_, err = pgx.Connect(ctx, plain.dsn("alice", alicePassword, "alice", "sslmode=require"))
 	if err == nil || !strings.Contains(err.Error(), "server refused TLS connection") {
 		t.Fatalf("sslmode=require against plaintext gateway: %v", err)

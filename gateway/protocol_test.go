@@ -155,6 +155,9 @@ func newHarness(in []byte, maxMsg int) (*session, *backend, *bytes.Buffer) {
 	s := &session{g: &Gateway{cfg: Config{MaxMessageSize: maxMsg, Metrics: m}}, l: &listener{}, track: newTracker(),
 		cr: bufio.NewReaderSize(bytes.NewReader(in), clientReadBuffer), cw: bufio.NewWriterSize(out, clientWriteBuffer)}
 	be := &backend{r: bufio.NewReaderSize(bytes.NewReader(in), backendReadBuffer), w: bufio.NewWriterSize(out, backendWriteBuffer)}
+	// The end of the input is the end of the session, not a lost back end
+	// (which would add a FATAL 08006 to the output).
+	s.stopping.Store(true)
 	return s, be, out
 }
 

@@ -394,6 +394,9 @@ func (s *session) authenticateSCRAM(cbData []byte) error {
 	if err != nil {
 		return err
 	}
+	if typ == 'X' {
+		return io.EOF // the client gave up (e.g. psql asking for a password)
+	}
 	if typ != 'p' {
 		return s.fatal(codeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
 	}

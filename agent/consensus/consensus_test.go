@@ -314,6 +314,41 @@ func TestLeaderKillAndRestart(t *testing.T) {
 	}
 }
 
+// Full stop and start of every server: the same state, a leader, no second
+// bootstrap.
+func TestFullClusterRestart(t *testing.T) {
+	nodes := newCluster(t, 3)
+	for i := 0; i < 5; i++ {
+		apply(t, nodes, fmt.Sprintf("k%d=v", i))
+	}
+	for _, tn := range nodes {
+		waitFor(t, 5*time.Second, tn.cfg.NodeID+" to apply", func() bool { return tn.fsm.len() == 5 })
+	}
+	for _, tn := range nodes {
+		tn.stop()
+	}
+	for _, tn := range nodes {
+		tn.start()
+	}
+	var servers []Server
+	for _, tn := range nodes {
+		servers = append(servers, tn.server())
+	}
+	for _, tn := range nodes {
+		if ok, err := tn.node.MaybeBootstrap(servers); ok || err != nil {
+			t.Fatalf("%s bootstrapped again: %v %v", tn.cfg.NodeID, ok, err)
+		}
+	}
+	waitLeader(t, nodes, 10*time.Second)
+	apply(t, nodes, "after=restart")
+	for _, tn := range nodes {
+		waitFor(t, 5*time.Second, tn.cfg.NodeID+" to replay and apply", func() bool { return tn.fsm.len() == 6 })
+		if v, _ := tn.fsm.get("k4"); v != "v" {
+			t.Fatalf("%s lost k4 over the restart", tn.cfg.NodeID)
+		}
+	}
+}
+
 func TestLeadershipTransferToNamedServer(t *testing.T) {
 	nodes := newCluster(t, 3)
 	leader := waitLeader(t, nodes, 10*time.Second)

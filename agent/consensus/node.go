@@ -299,6 +299,9 @@ func (n *Node) Leave(ctx context.Context) error {
 		conf, _, err := n.configuration()
 		if err == nil && voters(conf) > 1 {
 			handover = n.LeadershipTransfer(ctx)
+			if errors.Is(handover, ErrNotLeader) {
+				handover = nil // it lost leadership meanwhile: nothing to hand over
+			}
 		}
 	}
 	return errors.Join(handover, n.Shutdown())

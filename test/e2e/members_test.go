@@ -16,7 +16,7 @@ func startCluster(t *testing.T, n int, extraHCL string) []*agentProc {
 	t.Helper()
 	nodes := make([]*agentProc, n)
 	for i := range nodes {
-		nodes[i] = newNode(t, fmt.Sprintf("n%d", i+1), nodeOpts{extraHCL: extraHCL})
+		nodes[i] = newNode(t, fmt.Sprintf("n%d", i+1), nodeOpts{extraHCL: extraHCL, expect: n})
 	}
 	nodes[0].start()
 	waitFor(t, 30*time.Second, "first agent's API", func() bool { return nodes[0].get("/v1/agent/self", nil) == 200 })
@@ -140,9 +140,9 @@ func TestLeaveVersusFailedAndRejoin(t *testing.T) {
 func TestJoinCommandAndWrongKey(t *testing.T) {
 	key1 := "Mi9ZkdqOhUbxuBU8Ax6V3jGRAqAp+Tgz0OfEgqXyxgE="
 	key2 := "k6yWBPn5JSKnuNi3k3HZbOxSBGqflTJtG1EUXfY0JTY="
-	a := newNode(t, "a", nodeOpts{extraHCL: fmt.Sprintf("encrypt = %q", key1)})
-	b := newNode(t, "b", nodeOpts{extraHCL: fmt.Sprintf("encrypt = %q", key1)})
-	c := newNode(t, "c", nodeOpts{extraHCL: fmt.Sprintf("encrypt = %q", key2)})
+	a := newNode(t, "a", nodeOpts{expect: 2, extraHCL: fmt.Sprintf("encrypt = %q", key1)})
+	b := newNode(t, "b", nodeOpts{expect: 2, extraHCL: fmt.Sprintf("encrypt = %q", key1)})
+	c := newNode(t, "c", nodeOpts{expect: 2, extraHCL: fmt.Sprintf("encrypt = %q", key2)})
 	for _, p := range []*agentProc{a, b} {
 		p.start()
 		waitFor(t, 30*time.Second, p.name+"'s API", func() bool { return p.get("/v1/agent/self", nil) == 200 })

@@ -72,6 +72,21 @@ func statusOf(t *testing.T, p *agentProc) statusJSON {
 
 func TestOperatorCommands(t *testing.T) {
 	nodes := startPGCluster(t, 3)
+	// The agents' warnings and errors, for whoever reads the verbose output
+	// (the whole log is printed only when the test fails).
+	t.Cleanup(func() {
+		for _, p := range nodes {
+			var lines []string
+			for _, l := range strings.Split(p.logs(), "\n") {
+				if (strings.Contains(l, "[WARN]") || strings.Contains(l, "[ERROR]")) && len(lines) < 30 {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 0 {
+				t.Logf("warnings and errors of %s:\n%s", p.name, strings.Join(lines, "\n"))
+			}
+		}
+	})
 	primary := primaryOf(t, nodes)
 	var follower *agentProc
 	for _, p := range nodes {
@@ -269,5 +284,37 @@ func TestOperatorCommands(t *testing.T) {
 		t.Logf("pgbattery history:\n%s", hist)
 		text, _ := opCLI(t, follower, 30*time.Second, "status")
 		t.Logf("pgbattery status after the switchovers:\n%s", text)
+	})
+
+	t.Run("transfer-leader", func(t *testing.T) {
+		before := statusOf(t, follower)
+		if out, code := opCLI(t, follower, 30*time.Second, "operator", "raft", "remove-peer", "-id=nosuch"); code != 1 || !strings.Contains(out, "404") {
+			t.Errorf("remove-peer of an unknown ID: exit %d, want 1 with a 404: %s", code, out)
+		}
+		// Name a target that is not the current leader; ask a node that is
+		// not the leader either when there is one, so the request is forwarded.
+		var target, via *agentProc
+		for _, p := range nodes {
+			if p.name == before.Raft.Leader {
+				continue
+			}
+			if target == nil {
+				target = p
+			} else {
+				via = p
+			}
+		}
+		out, code := opCLI(t, via, 30*time.Second, "operator", "raft", "transfer-leader", "-id="+target.name)
+		if code != 0 || !strings.Contains(out, "to "+target.name) {
+			t.Fatalf("transfer-leader -id=%s via %s: exit %d: %s", target.name, via.name, code, out)
+		}
+		waitFor(t, 10*time.Second, "the new raft leader in status", func() bool {
+			st := statusOf(t, via)
+			return st.Raft.Leader == target.name && st.FromLeader
+		})
+		// Moving the raft leader does not move the primary.
+		if st := statusOf(t, target); st.Primary != before.Primary || st.Epoch != before.Epoch {
+			t.Errorf("transfer-leader changed the primary: %s epoch %d, was %s epoch %d", st.Primary, st.Epoch, before.Primary, before.Epoch)
+		}
 	})
 }
