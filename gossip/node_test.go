@@ -70,6 +70,7 @@ type nodeSpec struct {
 	Primary  string            `json:"primary,omitempty"`
 	Tags     map[string]string `json:"tags,omitempty"`
 	LogLevel string            `json:"log_level,omitempty"`
+	Timing   Timing            `json:"timing"`
 }
 
 // nodeLine is one line a node process prints.
@@ -108,6 +109,7 @@ func runNode(specJSON string) int {
 		BindAddr:         spec.Bind,
 		EncryptKey:       spec.Key,
 		Profile:          spec.Profile,
+		Timing:           spec.Timing,
 		SnapshotPath:     spec.Snapshot,
 		RejoinAfterLeave: spec.Rejoin,
 		Primary:          spec.Primary,

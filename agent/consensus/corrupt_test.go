@@ -35,6 +35,11 @@ func writeStore(t *testing.T) (*testNode, int) {
 	n := 0
 	for ; n < 100; n++ {
 		apply(t, nodes, fmt.Sprintf("key%03d=value-%d", n, n))
+		if n == 50 {
+			if err := tn.node.Snapshot(ctxTimeout(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// raft-wal rotates segments in the background; only a stopped store
 	// shows its final shape. Add entries until the tail holds some.
@@ -120,6 +125,15 @@ func TestCorruptStoreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"every snapshot", func(t *testing.T, d string) {
+			snaps, err := filepath.Glob(filepath.Join(RaftDir(d), "snapshots", "*", "state.bin"))
+			if err != nil || len(snaps) == 0 {
+				t.Fatalf("no snapshot to corrupt: %v", err)
+			}
+			for _, s := range snaps {
+				overwrite(t, s, 0, []byte("garbage!"))
+			}
+		}},
 		{"metadata garbage", func(t *testing.T, d string) {
 			overwrite(t, filepath.Join(RaftDir(d), walDir, "wal-meta.db"), 0, []byte(strings.Repeat("x", 8192)))
 		}},
@@ -138,7 +152,7 @@ func TestCorruptStoreRefused(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v is not a CorruptError", err)
 			}
-			want := fmt.Sprintf("raft store at %s is corrupt: wal: ", RaftDir(tn.cfg.DataDir))
+			want := fmt.Sprintf("raft store at %s is corrupt: ", RaftDir(tn.cfg.DataDir))
 			if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "restore from a snapshot or remove the node's raft directory and re-join") {
 				t.Fatalf("error %q, want %q… naming what to do", err, want)
 			}

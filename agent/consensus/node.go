@@ -79,6 +79,11 @@ func New(cfg Config, fsm raft.FSM) (*Node, error) {
 	if err != nil {
 		trans.Close()
 		st.close()
+		if strings.Contains(err.Error(), "failed to load any existing snapshots") {
+			// Every snapshot failed to open or to restore into the FSM
+			// (raft v1.8 says so only in this text; it logs each failure).
+			return nil, &CorruptError{Path: st.dir, Err: fmt.Errorf("snapshots: %w", err)}
+		}
 		return nil, fmt.Errorf("starting raft with the store at %s: %w", st.dir, err)
 	}
 

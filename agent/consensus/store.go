@@ -84,7 +84,7 @@ func openStores(dataDir string, logger hclog.Logger, m *metrics.Metrics, segment
 	}
 	s.lock = lock
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil, fmt.Errorf("raft store at %s is in use by another process: %w", dir, err)
+		return nil, fmt.Errorf("raft store at %s is in use by another agent: %w", dir, err)
 	}
 
 	wdir := filepath.Join(dir, walDir)
