@@ -322,7 +322,7 @@ func (a *Agent) stopAll(ctx context.Context) error {
 				// Start that failed before the reconciler ran.
 				a.cluster.rec.stop(pgctl.StopFast)
 			}
-			if err := a.cluster.shutdown(); err != nil && firstErr == nil {
+			if err := a.cluster.shutdown(ctx); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}

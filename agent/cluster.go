@@ -199,9 +199,13 @@ func (c *cluster) watchState(ctx context.Context) {
 	}
 }
 
-// shutdown stops raft after the goroutines have stopped.
-func (c *cluster) shutdown() error {
-	if err := c.raft.Shutdown(); err != nil {
+// shutdown stops raft after the goroutines have stopped. A leader hands
+// leadership over first (consensus.Node.Leave), so the others need not wait
+// for an election timeout.
+func (c *cluster) shutdown(ctx context.Context) error {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.raft.Leave(lctx); err != nil {
 		return fmt.Errorf("stopping raft: %w", err)
 	}
 	return nil

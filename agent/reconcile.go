@@ -209,8 +209,7 @@ func (r *reconciler) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			r.stop(pgctl.StopFast)
-			r.setState(gossip.RoleUnknown, pgStateStopped)
+			r.shutdown()
 			return
 		case <-changes:
 		case <-r.kick:
@@ -221,6 +220,35 @@ func (r *reconciler) Run(ctx context.Context) {
 		// record the fence, serve): look again at once rather than on the
 		// next tick, a bounded number of times.
 		for i := 0; i < 8 && r.step(ctx) && ctx.Err() == nil; i++ {
+		}
+	}
+}
+
+// shutdown stops PostgreSQL as the agent stops. A primary then gives its
+// lease up at once, with its final WAL position, so that the cluster fails
+// over without waiting out the hold-down; the raft node is still up at this
+// point (the agent shuts raft down after its goroutines).
+func (r *reconciler) shutdown() {
+	st := r.c.fsm.State()
+	var final fsm.LSN
+	if st.Primary == r.self && r.instance().Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+		if err := r.Fence(ctx, "agent shutting down"); err == nil {
+			if s, err := r.instance().Status(ctx); err == nil {
+				final = fsm.LSN(s.WALPosition())
+			}
+		}
+		cancel()
+	}
+	r.stop(pgctl.StopFast)
+	r.setState(gossip.RoleUnknown, pgStateStopped)
+	if st.Primary == r.self && r.c.lease != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		defer cancel()
+		if err := r.c.lease.Release(ctx, final, "agent shut down"); err != nil {
+			r.logger.Warn("releasing the lease at shutdown", "error", err)
+		} else {
+			r.logger.Info("lease released at shutdown", "final_lsn", final.String())
 		}
 	}
 }
@@ -267,8 +295,15 @@ func (r *reconciler) step(ctx context.Context) bool {
 		r.failedAct = key
 		pause := min(actionRetryMin<<min(r.failures-1, 6), actionRetryMax)
 		r.retryAfter = time.Now().Add(pause)
-		r.logger.Error("action failed", "action", key, "attempt", r.failures, "retry_in", pause, "error", err)
-		metrics.IncrCounter([]string{"postgres", "action_errors"}, 1)
+		var w waitingError
+		if errors.As(err, &w) {
+			// Waiting on another node is the normal course of a start-up
+			// or a failover, not a failure of this one.
+			r.logger.Debug("action waiting", "action", key, "attempt", r.failures, "retry_in", pause, "reason", err)
+		} else {
+			r.logger.Error("action failed", "action", key, "attempt", r.failures, "retry_in", pause, "error", err)
+			metrics.IncrCounter([]string{"postgres", "action_errors"}, 1)
+		}
 	}
 	return false
 }
@@ -618,13 +653,19 @@ func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.A
 	return r.start(ctx, true)
 }
 
+// waitingError is an action that cannot proceed until another node does
+// something; it is retried like a failure but logged quietly.
+type waitingError struct{ msg string }
+
+func (e waitingError) Error() string { return e.msg }
+
 // upstreamServing checks that node is the primary of the current epoch,
 // serving, and that its PostgreSQL accepts connections. Clone and rewind
 // wait for that: a failure against a primary that is down says nothing
 // about this node's data and must not count towards giving it up.
 func (r *reconciler) upstreamServing(st *fsm.State, node string) error {
 	if node != st.Primary || !st.PrimaryReady() {
-		return fmt.Errorf("waiting for %s to serve as primary", node)
+		return waitingError{fmt.Sprintf("waiting for %s to serve as primary", node)}
 	}
 	peer, err := r.peer(st, node)
 	if err != nil {
@@ -632,7 +673,7 @@ func (r *reconciler) upstreamServing(st *fsm.State, node string) error {
 	}
 	conn, err := net.DialTimeout("tcp", peer.String(), time.Second)
 	if err != nil {
-		return fmt.Errorf("primary %s is not reachable yet: %w", node, err)
+		return waitingError{fmt.Sprintf("primary %s is not reachable yet: %v", node, err)}
 	}
 	conn.Close()
 	return nil
@@ -677,7 +718,7 @@ func (r *reconciler) peer(st *fsm.State, node string) (pgctl.Peer, error) {
 func (r *reconciler) adoptCreds(st *fsm.State) error {
 	if st.Secrets == nil {
 		if st.Primary != r.self {
-			return errors.New("the cluster's PostgreSQL secrets are not published yet")
+			return waitingError{"the cluster's PostgreSQL secrets are not published yet"}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 		defer cancel()

@@ -48,6 +48,7 @@ func run(args []string, ui cli.Ui, out, errOut io.Writer) int {
 func Commands(ui cli.Ui) map[string]cli.CommandFactory {
 	return map[string]cli.CommandFactory{
 		"agent":                     func() (cli.Command, error) { return newAgentCommand(ui), nil },
+		"demo":                      func() (cli.Command, error) { return newDemoCommand(ui), nil },
 		"force-leave":               func() (cli.Command, error) { return newForceLeaveCommand(ui), nil },
 		"join":                      func() (cli.Command, error) { return newJoinCommand(ui), nil },
 		"keygen":                    func() (cli.Command, error) { return &KeygenCommand{UI: ui}, nil },

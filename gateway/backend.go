@@ -81,7 +81,7 @@ func (g *Gateway) dialBackend(ctx context.Context, target Target, params map[str
 	}
 
 	be := &backend{target: target, conn: conn,
-		r: bufio.NewReaderSize(conn, backendReadBuffer), w: bufio.NewWriterSize(backendWriter{conn}, backendWriteBuffer),
+		r: bufio.NewReaderSize(conn, backendReadBuffer), w: bufio.NewWriterSize(&backendWriter{conn: conn}, backendWriteBuffer),
 		params: map[string]string{}}
 
 	sm := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params}
@@ -227,19 +227,40 @@ func readStartupReply(r *bufio.Reader) (byte, []byte, error) {
 	return hdr[0], body, nil
 }
 
-// backendWriter marks write errors as the back end's, so the forwarding
-// loops can tell a lost back end from a client that went away.
-type backendWriter struct{ conn net.Conn }
+// backendWriter writes to a back end and swallows its write errors after
+// recording the first: the client's message in progress is then consumed
+// to its end (so the client stream stays in step) while the loss itself is
+// reported by the read side, which sees the same broken connection.
+type backendWriter struct {
+	conn net.Conn
+	err  error
+}
 
-func (w backendWriter) Write(b []byte) (int, error) {
+func (w *backendWriter) Write(b []byte) (int, error) {
+	if w.err != nil {
+		return len(b), nil
+	}
+	if _, err := w.conn.Write(b); err != nil {
+		w.err = err
+		// Make sure the read side notices even if the peer never answers.
+		w.conn.SetReadDeadline(aLongTimeAgo)
+	}
+	return len(b), nil
+}
+
+// clientWriter marks write errors as the client's, so a session can tell a
+// client that went away from a back end that did.
+type clientWriter struct{ conn net.Conn }
+
+func (w clientWriter) Write(b []byte) (int, error) {
 	n, err := w.conn.Write(b)
 	if err != nil {
-		err = &backendWriteError{err}
+		err = &clientWriteError{err}
 	}
 	return n, err
 }
 
-type backendWriteError struct{ err error }
+type clientWriteError struct{ err error }
 
-func (e *backendWriteError) Error() string { return "writing to back end: " + e.err.Error() }
-func (e *backendWriteError) Unwrap() error { return e.err }
+func (e *clientWriteError) Error() string { return "writing to client: " + e.err.Error() }
+func (e *clientWriteError) Unwrap() error { return e.err }

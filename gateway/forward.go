@@ -19,35 +19,102 @@ var errMessageTooLarge = errors.New("message too large")
 // the session is marked untrackable.
 const maxTrackedServerMessage = 1 << 20
 
-// forward moves messages both ways until either side ends.
+// forward moves messages both ways until the session ends, moving it to a
+// new back end when its primary changes or its back end is lost and the
+// session can be moved (see migrate.go).
 func (s *session) forward() {
-	s.mu.Lock()
-	be := s.be
-	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		be := s.be
+		s.mu.Unlock()
+		var ok bool
+		switch next, rerun := s.runBackend(be); next {
+		case nextEnd:
+			return
+		case nextMove:
+			ok = s.moveIdle(be)
+		case nextLost:
+			ok = s.recoverLost(be, rerun)
+		}
+		if !ok {
+			s.cw.Flush()
+			return
+		}
+	}
+}
 
-	done := make(chan error, 1)
+// What forward does after runBackend.
+const (
+	nextEnd  = iota // the session is over
+	nextMove        // idle, and the primary changed: move it
+	nextLost        // the back end is gone
+)
+
+// runBackend forwards between the client and be until the client ends the
+// session, the back end is lost, or the session must move. rerun is set
+// when the request in flight at the loss may be sent again (see
+// recoverLost).
+func (s *session) runBackend(be *backend) (next int, rerun bool) {
+	s.resetInterrupt()
+	s2cDone := make(chan struct{})
+	s.ctl.Lock()
+	s.s2cDone = s2cDone
+	s.ctl.Unlock()
+	var serr error
+	var mid bool
 	go func() {
-		err := s.serverToClient(be)
-		s.stopping.Store(true)
-		// The back end is gone or the client cannot be written to: stop
-		// the other direction too. (Issue 6 replaces this with a move to
-		// another back end when the session is movable.)
-		s.client.SetReadDeadline(aLongTimeAgo)
-		done <- err
+		mid, serr = s.serverToClient(be)
+		var cwe *clientWriteError
+		if errors.As(serr, &cwe) {
+			s.stopping.Store(true)
+			s.interrupt(intrEnd)
+		} else {
+			s.interrupt(intrLost)
+		}
+		// Unblock a write to a back end that stopped reading.
+		be.conn.SetWriteDeadline(aLongTimeAgo)
+		close(s2cDone)
 	}()
 	cerr := s.clientToServer(be)
-	var bwe *backendWriteError
-	if !errors.As(cerr, &bwe) {
-		// The client ended the session; a lost back end is reported by
-		// serverToClient instead.
-		s.stopping.Store(true)
+
+	if errors.Is(cerr, errMove) || errors.Is(cerr, errLost) {
+		if errors.Is(cerr, errMove) {
+			be.conn.SetReadDeadline(aLongTimeAgo) // stop serverToClient
+		}
+		<-s2cDone
+		reason := s.interruptReason()
+		switch {
+		case reason&intrEnd != 0 || s.g.ctx.Err() != nil:
+			be.conn.Close()
+			return nextEnd, false
+		case mid:
+			// The back end's message to the client was cut in the middle:
+			// the client's stream cannot be repaired.
+			be.conn.Close()
+			s.logger.Warn("back end lost in the middle of a message to the client; closing the session")
+			return nextEnd, false
+		case errors.Is(cerr, errMove):
+			// Idle: say goodbye to the old back end properly.
+			be.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			be.conn.Write([]byte{'X', 0, 0, 0, 4})
+			be.conn.Close()
+			return nextMove, false
+		}
+		be.conn.Close()
+		if serr != nil && !isDisconnect(serr) && !errors.Is(serr, os.ErrDeadlineExceeded) && !errors.Is(serr, errBackendShutdown) {
+			s.logger.Debug("back end lost", "error", serr)
+		}
+		return nextLost, s.recOK
 	}
+
+	// The client ended the session (or the gateway is closing).
+	s.stopping.Store(true)
 	// Let the back end see the client's end: Terminate was forwarded, or
 	// the connection closes.
 	be.w.Flush()
 	be.conn.SetReadDeadline(time.Now().Add(time.Second))
 	be.conn.Close()
-	serr := <-done
+	<-s2cDone
 
 	switch {
 	case errors.Is(cerr, errMessageTooLarge):
@@ -63,6 +130,7 @@ func (s *session) forward() {
 		s.logger.Debug("server side ended", "error", serr)
 	}
 	s.cw.Flush()
+	return nextEnd, false
 }
 
 var (
@@ -132,17 +200,27 @@ func readMessage(r *bufio.Reader, w *bufio.Writer, total int, scratch *[]byte) (
 }
 
 // clientToServer forwards client messages to the back end, decoding the few
-// the tracker needs.
+// the tracker needs. It returns errMove or errLost, with the client's next
+// message unread, when the session must leave be.
 func (s *session) clientToServer(be *backend) error {
 	r, w := s.cr, be.w
 	maxLen := s.g.cfg.MaxMessageSize
 	idle := s.g.cfg.IdleTimeout
 	bytesIn := &s.l.bytesIn
+	movable := !s.l.readOnly
 	for {
-		if idle > 0 && r.Buffered() == 0 && s.track.idle() {
+		quiet := s.track.quiet()
+		if idle > 0 && r.Buffered() == 0 && quiet {
 			s.client.SetReadDeadline(time.Now().Add(idle))
 		}
+		if err := s.enterWait(quiet); err != nil {
+			return err
+		}
 		hdr, err := fill(r, w, 5)
+		if ierr := s.leaveWait(); ierr != nil {
+			s.client.SetReadDeadline(noDeadline)
+			return ierr
+		}
 		if err != nil {
 			if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !s.stopping.Load() && len(hdr) == 0 {
 				return errIdleTimeout
@@ -161,6 +239,28 @@ func (s *session) clientToServer(be *backend) error {
 			return errMessageTooLarge
 		}
 		total := 1 + n
+
+		if quiet && movable && typ != 'X' {
+			// A new request. While the primary is in doubt it waits here,
+			// unread; it is recorded so it can be sent again if the back
+			// end is lost before answering (recoverLost).
+			if v := s.g.view.Load(); v != nil && (!v.fresh || v.target.Epoch != be.target.Epoch) {
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				switch err := s.hold(be); {
+				case errors.Is(err, errHoldTimeout):
+					if err := s.rejectRequest(codeCannotConnectNow,
+						fmt.Sprintf("no writable primary became available within the gateway's hold timeout of %s", s.g.cfg.HoldTimeout)); err != nil {
+						return err
+					}
+					continue
+				case err != nil:
+					return err
+				}
+			}
+			s.rec, s.recOK = s.rec[:0], true
+		}
 		bytesIn.Add(int64(total))
 
 		switch typ {
@@ -185,6 +285,7 @@ func (s *session) clientToServer(be *backend) error {
 			case 'C':
 				s.track.closeMsg(body)
 			}
+			s.record(msg)
 			if _, err := w.Write(msg); err != nil {
 				return err
 			}
@@ -209,13 +310,13 @@ func (s *session) clientToServer(be *backend) error {
 				return err
 			}
 			s.track.bind(prefix[5:])
-			if err := copyMessage(r, w, total); err != nil {
+			if err := s.copyRecorded(r, w, total); err != nil {
 				return err
 			}
 		case 'S', 'F':
 			s.requestStarted()
 			s.track.sync()
-			if err := copyMessage(r, w, total); err != nil {
+			if err := s.copyRecorded(r, w, total); err != nil {
 				return err
 			}
 		case 'X':
@@ -226,42 +327,38 @@ func (s *session) clientToServer(be *backend) error {
 		default:
 			// Describe, Flush, CopyData, CopyDone, CopyFail, and anything
 			// unknown (the back end judges it).
-			if err := copyMessage(r, w, total); err != nil {
+			if err := s.copyRecorded(r, w, total); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// serverToClient forwards back-end messages to the client.
-func (s *session) serverToClient(be *backend) error {
+// serverToClient forwards back-end messages to the client. mid reports an
+// error in the middle of a message (the client got part of it).
+func (s *session) serverToClient(be *backend) (mid bool, err error) {
 	r, w := be.r, s.cw
 	bytesOut := &s.l.bytesOut
+	movable := !s.l.readOnly
 	var scratch []byte
-	var last byte // type of the last message forwarded
+	s.sinceReady = 0
 	for {
 		hdr, err := fill(r, w, 5)
 		if err != nil {
-			if len(hdr) == 0 && last != 'E' && !s.stopping.Load() {
-				// The back end went away between messages without saying
-				// why (crash, network): tell the client, as libpq would
-				// see it. (Issue 6 moves movable sessions here instead.)
-				writeMessages(w, errorMessage("FATAL", codeConnectionFailure,
-					fmt.Sprintf("the pgbattery gateway lost its connection to PostgreSQL on %s", be.target.Node)))
-				s.l.errors.Add(1)
+			if ferr := w.Flush(); ferr != nil {
+				return false, ferr
 			}
-			w.Flush()
-			return err
+			return false, err
 		}
 		typ := hdr[0]
-		last = typ
 		n := int(binary.BigEndian.Uint32(hdr[1:5]))
 		if n < 4 {
 			w.Flush()
-			return fmt.Errorf("invalid message length %d from back end", n)
+			return false, fmt.Errorf("invalid message length %d from back end", n)
 		}
 		total := 1 + n
 		bytesOut.Add(int64(total))
+		s.sinceReady++
 		switch typ {
 		case 'Z', 'S', 'E', 'C', '1', '2', '3', 'I', 's', 'G', 'H', 'W':
 			if total > maxTrackedServerMessage {
@@ -269,30 +366,38 @@ func (s *session) serverToClient(be *backend) error {
 				s.track.loseTrack()
 				s.track.mu.Unlock()
 				if err := copyMessage(r, w, total); err != nil {
-					return err
+					return true, err
 				}
 				continue
 			}
 			msg, err := readMessage(r, w, total, &scratch)
 			if err != nil {
-				return err
+				return false, err // nothing of it was written
+			}
+			if typ == 'E' && movable && isShutdownFatal(msg[5:]) {
+				// The server is shutting down or crashed: the session may
+				// survive on the next primary, so the client does not see
+				// this. recoverLost decides what it sees.
+				w.Flush()
+				return false, errBackendShutdown
 			}
 			s.track.server(typ, msg[5:])
 			if typ == 'Z' {
+				s.sinceReady = 0
 				s.requestDone()
 				if idle := s.g.cfg.IdleTimeout; idle > 0 && s.track.idle() {
 					s.client.SetReadDeadline(time.Now().Add(idle))
 				}
 			}
 			if _, err := w.Write(msg); err != nil {
-				return err
+				return true, err
 			}
 			if cap(scratch) > maxRetainedScratch {
 				scratch = nil
 			}
 		default:
 			if err := copyMessage(r, w, total); err != nil {
-				return err
+				return true, err
 			}
 		}
 	}

@@ -46,6 +46,12 @@ type Gateway struct {
 	untracked atomic.Int64
 	nextID    atomic.Uint64
 
+	// view is the router's latest view (watchRouter).
+	view  atomic.Pointer[routeView]
+	stats struct {
+		migrated, held, pinned, rerun, aborted, unknown, commitUnknown, failed atomic.Int64
+	}
+
 	mu         sync.Mutex
 	sessions   map[*session]struct{}
 	perBackend map[string]int // sessions per back-end address
@@ -93,6 +99,7 @@ func New(cfg Config, router Router, logger hclog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: random: %w", err)
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.view.Store(g.loadView())
 	for _, l := range []struct {
 		name, addr string
 		ro         bool
@@ -137,6 +144,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		go func() {
 			defer g.wg.Done()
 			g.metricsLoop()
+		}()
+	}
+	if g.track(1) {
+		go func() {
+			defer g.wg.Done()
+			g.watchRouter()
 		}()
 	}
 
@@ -270,6 +283,10 @@ func (g *Gateway) removeSession(s *session) {
 		delete(g.perBackend, s.be.target.Addr)
 	}
 	g.mu.Unlock()
+}
+
+func metricsLabel(name, value string) metrics.Label {
+	return metrics.Label{Name: name, Value: value}
 }
 
 // SessionInfo describes one client session, for status pages and for the

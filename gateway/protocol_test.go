@@ -192,7 +192,7 @@ func TestForwardingIsTransparent(t *testing.T) {
 	}, nil)
 	s, be, out = newHarness(srv, 1<<20)
 	be.r = bufio.NewReaderSize(bytes.NewReader(srv), backendReadBuffer)
-	if err := s.serverToClient(be); err != io.EOF {
+	if _, err := s.serverToClient(be); err != io.EOF {
 		t.Fatalf("server loop ended with %v", err)
 	}
 	if !bytes.Equal(out.Bytes(), srv) {

@@ -66,6 +66,21 @@ type session struct {
 	latMu    sync.Mutex
 
 	scratch []byte // reused for messages larger than the read buffer
+
+	// Migration (migrate.go). ctl guards the interrupt state shared by
+	// the forwarding goroutines and the router watcher.
+	ctl          sync.Mutex
+	intr         uint8         // intr* reasons
+	waiting      bool          // clientToServer is blocked reading the client
+	waitingQuiet bool          // ... at a quiet boundary
+	s2cDone      chan struct{} // closed when serverToClient of this back end ends
+	// rec is the current autocommit request as sent, while recOK, for a
+	// re-run after a lost back end (clientToServer only).
+	rec   []byte
+	recOK bool
+	// sinceReady counts back-end messages forwarded since the last
+	// ReadyForQuery (serverToClient only; read after it stopped).
+	sinceReady int
 }
 
 // handleConn runs one client connection from accept to close.
@@ -208,7 +223,7 @@ func (s *session) startup() (counted bool, err error) {
 	}
 	s.client = conn
 	s.cr = bufio.NewReaderSize(conn, clientReadBuffer)
-	s.cw = bufio.NewWriterSize(conn, clientWriteBuffer)
+	s.cw = bufio.NewWriterSize(clientWriter{conn}, clientWriteBuffer)
 
 	// Protocol version: 3.0 and 3.2; a newer minor or _pq_ options get a
 	// NegotiateProtocolVersion, as from PostgreSQL 18.

@@ -95,6 +95,7 @@ type tracker struct {
 	txStatus byte
 	inFlight int
 	copy     bool
+	copyIn   bool // the COPY in progress reads from the client
 
 	prepared    map[string]*stmtInfo
 	sqlPrepared map[string]string
@@ -222,6 +223,80 @@ func (t *tracker) idle() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.txStatus == 'I' && t.inFlight == 0 && !t.copy
+}
+
+// quiet reports whether the session is at a clean boundary between
+// requests: outside a transaction, nothing sent and unanswered, and its
+// state tracked. Only a quiet session can be moved as it is.
+func (t *tracker) quiet() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.txStatus == 'I' && t.inFlight == 0 && !t.copy && t.head == len(t.queue) && !t.lost
+}
+
+// inFlightWork describes what a session had sent and not seen answered when
+// its back end was lost.
+type inFlightWork struct {
+	txStatus byte // the last ReadyForQuery status
+	requests int  // requests (Query, Sync, FunctionCall) awaiting ReadyForQuery
+	partial  bool // messages sent after the last Sync, awaiting more
+	copy     bool
+	copyIn   bool
+	commit   bool // a COMMIT (or PREPARE TRANSACTION ...) among them
+	readOnly bool // every statement among them is a read
+	pins     sqlclass.Pin
+	lost     bool
+}
+
+// inFlight summarises the unanswered requests.
+func (t *tracker) inFlightWork() inFlightWork {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := inFlightWork{txStatus: t.txStatus, requests: t.inFlight, copy: t.copy, copyIn: t.copyIn,
+		readOnly: true, pins: t.pins, lost: t.lost}
+	for i := t.head; i < len(t.queue); i++ {
+		e := &t.queue[i]
+		w.partial = e.kind != expSync
+		var kind sqlclass.Kind
+		switch e.kind {
+		case expStmt:
+			kind = e.st.Kind
+		case expExecute:
+			kind = sqlclass.Other
+			if e.stmt != nil {
+				kind = e.stmt.class.Kind
+			}
+		default:
+			continue
+		}
+		switch kind {
+		case sqlclass.Read:
+		case sqlclass.Commit, sqlclass.TwoPhase:
+			w.commit = true
+			w.readOnly = false
+		default:
+			w.readOnly = false
+		}
+	}
+	return w
+}
+
+// resetAfterLoss forgets everything in flight on a lost back end: the
+// client has been answered by the gateway and the session goes on with the
+// given transaction status. Transactional changes not yet committed are
+// gone with the transaction.
+func (t *tracker) resetAfterLoss(txStatus byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := t.head; i < len(t.queue); i++ {
+		t.queue[i] = expect{}
+	}
+	t.queue, t.head = t.queue[:0], 0
+	t.txStatus, t.inFlight, t.copy, t.copyIn = txStatus, 0, false, false
+	t.pending = t.pending[:0]
+	t.errorInCycle = false
+	t.unnamed, t.unnamedPortal = nil, nil
+	clear(t.portals)
 }
 
 // --- client → server ---
@@ -394,7 +469,7 @@ func (t *tracker) server(typ byte, body []byte) {
 			t.mismatch()
 		}
 	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
-		t.copy = false
+		t.copy, t.copyIn = false, false
 		e := t.front()
 		if e == nil {
 			t.mismatch()
@@ -423,7 +498,7 @@ func (t *tracker) server(typ byte, body []byte) {
 			t.mismatch()
 		}
 	case 'E': // ErrorResponse: the back end skips to the next Sync.
-		t.copy = false
+		t.copy, t.copyIn = false, false
 		t.errorInCycle = true
 		for e := t.front(); e != nil && e.kind != expSync; e = t.front() {
 			t.pop()
@@ -469,6 +544,7 @@ func (t *tracker) server(typ byte, body []byte) {
 		}
 	case 'G', 'H', 'W': // CopyIn/Out/BothResponse
 		t.copy = true
+		t.copyIn = typ != 'H'
 	}
 }
 

@@ -18,6 +18,12 @@ const (
 	codeAdminShutdown      = "57P01"
 	codeConnectionFailure  = "08006"
 	codeIdleSessionTimeout = "57P05"
+	codeCrashShutdown      = "57P02"
+
+	codeSerializationFailure         = "40001"
+	codeStatementCompletionUnknown   = "40003"
+	codeTransactionResolutionUnknown = "08007"
+	codeInFailedTransaction          = "25P02"
 )
 
 // errorMessage builds an ErrorResponse.

@@ -282,7 +282,7 @@ func TestPauseShorterThanToleranceIsNotFailed(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	for _, n := range peers {
 		if l, ok := n.firstEvent(EventFailed, primary.spec.Name, stoppedAt); ok {
-			t.Errorf("%s: primary paused for %s was declared failed after %s", n.spec.Name, pause, time.Duration(l.Mono-stoppedAt))
+			t.Errorf("%s: primary paused for %s was declared failed after %s; its log:\n%s", n.spec.Name, pause, time.Duration(l.Mono-stoppedAt), n.stderrText())
 		}
 		n.waitMembers(3, 5*time.Second)
 		// The point of the test: memberlist did fail the node (serf logs

@@ -208,6 +208,9 @@ func (d *detector) onSerfEvent(me serf.MemberEvent) {
 		case serf.EventMemberJoin:
 			p.serf = serf.StatusAlive
 			p.misses = 0
+			// memberlist just heard the node say it is alive: as good as
+			// an ack for the silence the confirmation measures.
+			p.lastAck = time.Now()
 			switch p.view {
 			case StatusAlive:
 			case StatusSuspect:
@@ -218,6 +221,7 @@ func (d *detector) onSerfEvent(me serf.MemberEvent) {
 				d.emitLocked(EventJoin, p)
 			}
 		case serf.EventMemberUpdate:
+			p.lastAck = time.Now() // new tags come in the node's own alive message
 			if p.view == StatusAlive || p.view == StatusSuspect {
 				d.emitLocked(EventUpdate, p)
 			}
@@ -454,7 +458,7 @@ func (d *detector) confirmLoop(name string) {
 		if !acked && (refused || silence >= d.g.timing.ConfirmWindow) {
 			p.view = StatusFailed
 			p.confirming = false
-			d.g.logger.Debug("failure confirmed", "node", name, "refused", refused, "silence", silence)
+			d.g.logger.Info("node failed: memberlist declared it dead and our check agrees", "node", name, "port_refused", refused, "silence", silence)
 			d.emitLocked(EventFailed, p)
 			d.mu.Unlock()
 			return

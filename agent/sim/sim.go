@@ -404,6 +404,11 @@ func Run(opts Options) *Result {
 	// The agents register themselves (the lead's join path does this).
 	for _, n := range s.nodes {
 		m := fsm.Member{Name: n.name, ID: n.name, Voter: true, FailoverPriority: s.rng.Intn(3)}
+		// In larger clusters one member may be tagged nofailover: never
+		// promoted, never a synchronous standby, still a raft voter.
+		if len(s.nodes) >= 5 && n.idx == len(s.nodes)-1 && s.rng.Intn(2) == 0 {
+			m.NoFailover = true
+		}
 		s.raft.committed = append(s.raft.committed, rentry{term: 0, data: mustEncode(&fsm.UpsertMember{Member: m})})
 		_ = s.raft.ref.ApplyEntry(uint64(len(s.raft.committed)), 0, s.raft.committed[len(s.raft.committed)-1].data)
 	}

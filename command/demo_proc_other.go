@@ -1,0 +1,13 @@
+//go:build !linux
+
+package command
+
+import "syscall"
+
+// demoSysProcAttr puts an agent in its own process group, so a terminal's
+// Ctrl-C reaches the demo only, which then stops the agents in order. There
+// is no parent-death signal outside Linux: the demo's signal handler is the
+// only cleanup.
+func demoSysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

@@ -1,0 +1,495 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgbattery/pgbattery/pgctl"
+	"github.com/pgbattery/pgbattery/test/testutil"
+)
+
+// Session migration tests: a real primary and a streaming standby (pgctl
+// Clone), a router the test controls, and a failover done by hand: kill -9
+// the primary's postmaster (or leave it up, for a switchover), promote the
+// standby, and name it in the router with a new epoch.
+
+// pgNode is one PostgreSQL instance of a pair.
+type pgNode struct {
+	*pgServer
+	inst *pgctl.Instance
+	pm   *pgctl.Postmaster
+}
+
+// startPair starts a primary on one address (set up as startPostgres does,
+// plus a table t owned by alice) and a streaming standby cloned from it on
+// another.
+func startPair(t *testing.T) (primary, standby *pgNode) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(pgBin, "postgres")); err != nil {
+		t.Skipf("PostgreSQL 15 binaries not found at %s", pgBin)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bins, err := pgctl.FindBinaries(ctx, pgBin)
+	if err != nil {
+		t.Fatalf("finding PostgreSQL binaries: %v", err)
+	}
+	hosts := testutil.Addrs(t, 2)
+	newNode := func(name, host string) *pgNode {
+		inst, err := pgctl.NewInstance(pgctl.Config{
+			NodeName:    name,
+			Binaries:    bins,
+			Dir:         testutil.TempDir(t),
+			ListenAddr:  host,
+			Port:        5433,
+			Parameters:  map[string]string{"fsync": "off", "max_connections": "100", "shared_buffers": "16MB"},
+			HBA:         []string{"host all all 127.0.0.0/8 scram-sha-256"},
+			Superuser:   pgctl.Credentials{User: "postgres", Password: superPassword},
+			Replication: pgctl.Credentials{Password: "replication-secret-for-tests"},
+			Logger:      hclog.NewNullLogger(),
+		})
+		if err != nil {
+			t.Fatalf("pgctl: %v", err)
+		}
+		n := &pgNode{pgServer: &pgServer{addr: net.JoinHostPort(host, "5433"), host: host}, inst: inst}
+		t.Cleanup(func() {
+			sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer scancel()
+			// The killed primary is not running any more; that is fine.
+			inst.Stop(sctx, pgctl.StopImmediate)
+		})
+		return n
+	}
+	primary = newNode("n1", hosts[0])
+	if err := primary.inst.InitDB(ctx, pgctl.InitDBOptions{NoSync: true}); err != nil {
+		t.Fatalf("initdb: %v", err)
+	}
+	if primary.pm, err = primary.inst.Start(ctx, pgctl.StartOptions{}); err != nil {
+		t.Fatalf("starting the primary: %v", err)
+	}
+	conn, err := primary.connect(ctx, "postgres", superPassword, "postgres")
+	if err != nil {
+		t.Fatalf("connecting to the primary: %v", err)
+	}
+	for _, q := range []string{
+		"SET password_encryption = 'scram-sha-256'",
+		"CREATE ROLE alice LOGIN PASSWORD '" + alicePassword + "'",
+		"CREATE DATABASE alice OWNER alice",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	conn.Close(ctx)
+	aconn, err := primary.connect(ctx, "alice", alicePassword, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aconn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	aconn.Close(ctx)
+
+	standby = newNode("n2", hosts[1])
+	if err := standby.inst.Clone(ctx, pgctl.Peer{Host: primary.host, Port: 5433}, pgctl.CloneOptions{}); err != nil {
+		t.Fatalf("cloning the standby: %v", err)
+	}
+	if standby.pm, err = standby.inst.Start(ctx, pgctl.StartOptions{}); err != nil {
+		t.Fatalf("starting the standby: %v", err)
+	}
+	return primary, standby
+}
+
+// killPrimary kill -9s the node's postmaster and waits until it is gone
+// (its back ends exit when they notice).
+func (n *pgNode) kill(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(n.pm.PID(), syscall.SIGKILL); err != nil {
+		t.Fatalf("killing postmaster %d: %v", n.pm.PID(), err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", n.addr, time.Second)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("PostgreSQL on %s still accepts connections after kill -9", n.addr)
+}
+
+func (n *pgNode) promote(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.inst.Promote(ctx); err != nil {
+		t.Fatalf("promoting %s: %v", n.addr, err)
+	}
+}
+
+// serverHost returns the address of the server a connection runs on.
+func serverHost(t *testing.T, ctx context.Context, conn *pgx.Conn) string {
+	t.Helper()
+	var addr string
+	if err := conn.QueryRow(ctx, "SELECT host(inet_server_addr())").Scan(&addr); err != nil {
+		t.Fatalf("server address: %v", err)
+	}
+	return addr
+}
+
+func wantCode(t *testing.T, what string, err error, code string) {
+	t.Helper()
+	if got := sqlstate(err); got != code {
+		t.Fatalf("%s: want SQLSTATE %s, got %v", what, code, err)
+	}
+}
+
+// waitActive waits until n queries matching pattern run on the node.
+func waitActive(t *testing.T, ctx context.Context, n *pgNode, pattern string, want int) {
+	t.Helper()
+	conn, err := n.connect(ctx, "postgres", superPassword, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var got int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", pattern).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queries like %q running, want %d", got, pattern, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// blockingRows is a CopyFromSource that gives one row and then waits for
+// release.
+type blockingRows struct {
+	n       int
+	release chan struct{}
+}
+
+func (b *blockingRows) Next() bool {
+	b.n++
+	if b.n == 2 {
+		<-b.release
+	}
+	return b.n <= 2
+}
+func (b *blockingRows) Values() ([]any, error) { return []any{1000 + b.n}, nil }
+func (b *blockingRows) Err() error             { return nil }
+
+type result struct {
+	err  error
+	took time.Duration
+	val  int
+}
+
+// TestFailoverKill kills the primary with sessions in every state of the
+// design.md §6 table and checks what each client sees, and that each keeps
+// working on the new primary.
+func TestFailoverKill(t *testing.T) {
+	primary, standby := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	g := startGateway(t, primary.pgServer, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
+
+	// Idle pgx session with a SET, application_name and a named prepared
+	// statement.
+	idle := connectPGX(t, dsn+" application_name=idler")
+	mustExec(t, ctx, idle, "SET statement_timeout = '123s'")
+	if _, err := idle.Prepare(ctx, "byid", "SELECT count(*) FROM t WHERE id = $1"); err != nil {
+		t.Fatal(err)
+	}
+	// Simple-protocol (psql-like) session.
+	simple := connectPGX(t, dsn+" default_query_exec_mode=simple_protocol")
+	mustExec(t, ctx, simple, "SET work_mem = '7MB'")
+	// LISTEN.
+	listener := connectPGX(t, dsn)
+	mustExec(t, ctx, listener, "LISTEN failover_chan")
+	// Pinned by a temporary table.
+	pinned := connectPGX(t, dsn)
+	mustExec(t, ctx, pinned, "CREATE TEMP TABLE scratch (x int)")
+	// Idle in an explicit transaction.
+	txConn := connectPGX(t, dsn)
+	tx, err := txConn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, tx.Conn(), "INSERT INTO t VALUES (1)")
+	// A statement in flight inside an explicit transaction.
+	txBusy := connectPGX(t, dsn)
+	mustExec(t, ctx, txBusy, "BEGIN")
+	// Sessions with requests in flight, and one that will send while no
+	// primary is known.
+	writer := connectPGX(t, dsn)
+	reader := connectPGX(t, dsn)
+	simpleReader := connectPGX(t, dsn+" default_query_exec_mode=simple_protocol")
+	copier := connectPGX(t, dsn)
+	late := connectPGX(t, dsn)
+	for _, c := range []*pgx.Conn{writer, reader, simpleReader, copier, late, txBusy} {
+		if h := serverHost(t, ctx, c); h != primary.host {
+			t.Fatalf("session on %s, want the primary %s", h, primary.host)
+		}
+	}
+
+	run := func(f func() (int, error)) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			start := time.Now()
+			v, err := f()
+			ch <- result{err: err, took: time.Since(start), val: v}
+		}()
+		return ch
+	}
+	writeRes := run(func() (int, error) {
+		_, err := writer.Exec(ctx, "INSERT INTO t SELECT 2 FROM pg_sleep(60)")
+		return 0, err
+	})
+	txBusyRes := run(func() (int, error) {
+		_, err := txBusy.Exec(ctx, "INSERT INTO t SELECT 3 FROM pg_sleep(60)")
+		return 0, err
+	})
+	readRes := run(func() (int, error) {
+		var v int
+		err := reader.QueryRow(ctx, "SELECT 7 FROM pg_sleep($1::float8)", 1.5).Scan(&v)
+		return v, err
+	})
+	simpleReadRes := run(func() (int, error) {
+		var v int
+		err := simpleReader.QueryRow(ctx, "SELECT 8 FROM pg_sleep(1.5)").Scan(&v)
+		return v, err
+	})
+	release := make(chan struct{})
+	copyRes := run(func() (int, error) {
+		n, err := copier.CopyFrom(ctx, pgx.Identifier{"t"}, []string{"id"}, &blockingRows{release: release})
+		return int(n), err
+	})
+	waitActive(t, ctx, primary, "%pg_sleep%", 4)
+	waitActive(t, ctx, primary, "copy%", 1)
+
+	// The primary dies; the agent first suspects it, then promotes.
+	g.router.set(g.router.primary, false, nil)
+	primary.kill(t)
+	lateRes := run(func() (int, error) {
+		var v int
+		err := late.QueryRow(ctx, "SELECT 9").Scan(&v)
+		return v, err
+	})
+	standby.promote(t)
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case r := <-lateRes:
+		t.Fatalf("a request ran while no primary was named: %+v", r)
+	default:
+	}
+	switched := time.Now()
+	g.router.set(Target{Epoch: 2, Node: "n2", Addr: standby.addr}, true, nil)
+
+	// Autocommit write in flight: 40003, and the session goes on.
+	r := <-writeRes
+	wantCode(t, "autocommit write in flight", r.err, "40003")
+	if h := serverHost(t, ctx, writer); h != standby.host {
+		t.Fatalf("writer now on %s, want %s", h, standby.host)
+	}
+	// Statement in flight in a transaction: 40001, then ROLLBACK, then on.
+	r = <-txBusyRes
+	wantCode(t, "statement in a transaction", r.err, "40001")
+	_, err = txBusy.Exec(ctx, "SELECT 1")
+	wantCode(t, "statement in the failed transaction", err, "25P02")
+	mustExec(t, ctx, txBusy, "ROLLBACK")
+	if h := serverHost(t, ctx, txBusy); h != standby.host {
+		t.Fatalf("transaction session now on %s", h)
+	}
+	// Read-only statements in flight: re-run, no error.
+	for name, ch := range map[string]chan result{"extended": readRes, "simple": simpleReadRes} {
+		r := <-ch
+		if r.err != nil || (r.val != 7 && r.val != 8) {
+			t.Fatalf("%s read in flight: %+v", name, r)
+		}
+	}
+	// COPY in flight: 40001 with the client's COPY properly ended.
+	close(release)
+	r = <-copyRes
+	wantCode(t, "COPY in flight", r.err, "40001")
+	if h := serverHost(t, ctx, copier); h != standby.host {
+		t.Fatalf("copier now on %s", h)
+	}
+	// Held while no primary: ran after the switch, without error.
+	r = <-lateRes
+	if r.err != nil || r.val != 9 {
+		t.Fatalf("held request: %+v", r)
+	}
+	if time.Since(switched) < 0 {
+		t.Fatal("clock")
+	}
+
+	// Idle in a transaction: the next statement gets 40001, ROLLBACK
+	// is answered, and the session continues.
+	_, err = tx.Exec(ctx, "INSERT INTO t VALUES (4)")
+	wantCode(t, "idle in transaction", err, "40001")
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatalf("ROLLBACK after the failover: %v", err)
+	}
+	if h := serverHost(t, ctx, txConn); h != standby.host {
+		t.Fatalf("transaction session now on %s", h)
+	}
+
+	// The idle sessions kept their state.
+	checkShow(t, ctx, idle, "statement_timeout", "123s")
+	checkShow(t, ctx, idle, "application_name", "idler")
+	var n int
+	if err := idle.QueryRow(ctx, "byid", 1).Scan(&n); err != nil {
+		t.Fatalf("prepared statement after the failover: %v", err)
+	}
+	if h := serverHost(t, ctx, idle); h != standby.host {
+		t.Fatalf("idle session now on %s", h)
+	}
+	checkShow(t, ctx, simple, "work_mem", "7MB")
+
+	// LISTEN survived: a NOTIFY on the new primary reaches the client.
+	direct, err := standby.connect(ctx, "alice", alicePassword, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(context.Background())
+	mustExec(t, ctx, direct, "NOTIFY failover_chan, 'after'")
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	note, err := listener.WaitForNotification(wctx)
+	wcancel()
+	if err != nil || note.Channel != "failover_chan" || note.Payload != "after" {
+		t.Fatalf("notification after the failover: %+v, %v", note, err)
+	}
+
+	// Pinned: FATAL 57P01 that says why.
+	_, err = pinned.Exec(ctx, "SELECT 1")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || !strings.Contains(pgErr.Message, "temporary table") {
+		t.Fatalf("pinned session: %v", err)
+	}
+
+	st := g.MigrationStats()
+	t.Logf("migration stats: %+v", st)
+	if st.PinnedClosed != 1 || st.Unknown != 1 || st.Rerun != 2 || st.Migrated < 11 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSwitchover moves sessions while the old primary stays up: a held
+// request continues on the same back end when the suspicion is refuted,
+// and quiet sessions move when the router names a new primary, without
+// sending anything first.
+func TestSwitchover(t *testing.T) {
+	primary, standby := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	g := startGateway(t, primary.pgServer, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
+	conn := connectPGX(t, dsn)
+	mustExec(t, ctx, conn, "SET search_path = public")
+	listener := connectPGX(t, dsn)
+	mustExec(t, ctx, listener, "LISTEN sw")
+	pid := func(c *pgx.Conn) int {
+		var p int
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	before := pid(conn)
+
+	// Suspected, then refuted: the request waits and then runs on the
+	// same back end.
+	old := g.router.primary
+	g.router.set(old, false, nil)
+	held := make(chan int, 1)
+	go func() { held <- pid(conn) }()
+	select {
+	case p := <-held:
+		t.Fatalf("request ran while the primary was suspected (pid %d)", p)
+	case <-time.After(300 * time.Millisecond):
+	}
+	g.router.set(old, true, nil)
+	if p := <-held; p != before {
+		t.Fatalf("after a refuted suspicion the session moved from back end %d to %d", before, p)
+	}
+
+	// Suspected, then a new primary: the request runs there.
+	g.router.set(old, false, nil)
+	moved := make(chan string, 1)
+	go func() { moved <- serverHost(t, ctx, conn) }()
+	standby.promote(t)
+	g.router.set(Target{Epoch: 2, Node: "n2", Addr: standby.addr}, true, nil)
+	if h := <-moved; h != standby.host {
+		t.Fatalf("held request ran on %s, want the new primary %s", h, standby.host)
+	}
+	checkShow(t, ctx, conn, "search_path", "public")
+
+	// The quiet LISTEN session moved by itself: a NOTIFY on the new
+	// primary reaches it.
+	deadline := time.Now().Add(10 * time.Second)
+	for g.MigrationStats().Migrated < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle session did not move: %+v", g.MigrationStats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	direct, err := standby.connect(ctx, "alice", alicePassword, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(context.Background())
+	mustExec(t, ctx, direct, "NOTIFY sw, 'moved'")
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	note, err := listener.WaitForNotification(wctx)
+	wcancel()
+	if err != nil || note.Payload != "moved" {
+		t.Fatalf("notification after the switchover: %+v, %v", note, err)
+	}
+	if h := serverHost(t, ctx, listener); h != standby.host {
+		t.Fatalf("listener on %s", h)
+	}
+	g.mu.Lock()
+	counts := fmt.Sprint(g.perBackend)
+	g.mu.Unlock()
+	if !strings.Contains(counts, standby.addr+":2") || strings.Contains(counts, primary.addr) {
+		t.Fatalf("per-backend session counts after the move: %s", counts)
+	}
+}
+
+func mustExec(t *testing.T, ctx context.Context, conn *pgx.Conn, q string) {
+	t.Helper()
+	if _, err := conn.Exec(ctx, q); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func checkShow(t *testing.T, ctx context.Context, conn *pgx.Conn, name, want string) {
+	t.Helper()
+	var got string
+	if err := conn.QueryRow(ctx, "SHOW "+name).Scan(&got); err != nil {
+		t.Fatalf("SHOW %s: %v", name, err)
+	}
+	if got != want {
+		t.Fatalf("%s = %q, want %q", name, got, want)
+	}
+}

@@ -1,0 +1,796 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgbattery/pgbattery/gateway/sqlclass"
+)
+
+// Session migration (issue 6, phase 1).
+//
+// The gateway watches the Router (watchRouter) and keeps its view in an
+// atomic pointer the per-request path reads. A session checks the view when
+// a new request arrives at a quiet boundary (outside a transaction, nothing
+// in flight): while the primary is in doubt (stale view, or a new epoch) the
+// request stays unread in the client's socket (hold); when the view is fresh
+// again with the same epoch the session continues on its back end
+// (suspicion refuted), with a new epoch it moves. Quiet sessions that send
+// nothing are moved too: watchRouter pokes them when a new epoch is named.
+//
+// A move opens a back end on the new primary with the session's start-up
+// parameters and its SCRAM ClientKey, checks it is not a hot standby,
+// replays the SETs, SQL PREPAREs, LISTENs and protocol-level prepared
+// statements (Parse with the same name, text and parameter types), tells the
+// client about ParameterStatus values that differ, and resumes forwarding.
+//
+// A lost back end (EOF, reset, or a FATAL admin/crash shutdown message,
+// which the client does not see) is answered as design.md §6 says; see
+// recoverLost.
+
+var (
+	errMove            = errors.New("session moves to a new primary")
+	errLost            = errors.New("back end lost")
+	errHoldTimeout     = errors.New("hold timeout")
+	errBackendShutdown = errors.New("back end is shutting down")
+)
+
+// Interrupt reasons, set on the session by other goroutines.
+const (
+	intrLost uint8 = 1 << iota // the back end is gone
+	intrMove                   // a new primary is named: move when quiet
+	intrEnd                    // the client is gone
+)
+
+// maxRerunRequest caps the recorded copy of an autocommit request that may be
+// sent again after a lost back end; bigger requests are not re-run.
+const maxRerunRequest = 64 << 10
+
+// Retry pacing while waiting for a new primary to accept connections.
+const (
+	reattachRetryMin = 50 * time.Millisecond
+	reattachRetryMax = time.Second
+)
+
+// routeView is one snapshot of the Router.
+type routeView struct {
+	target  Target
+	fresh   bool
+	changed <-chan struct{}
+}
+
+// MigrationStats counts what failovers did to sessions on this gateway.
+type MigrationStats struct {
+	// Migrated counts sessions re-attached to a new back end.
+	Migrated int64
+	// Held counts requests that waited for a primary.
+	Held int64
+	// PinnedClosed counts sessions closed with 57P01 because they could
+	// not be moved.
+	PinnedClosed int64
+	// Rerun counts read-only requests sent again on the new primary.
+	Rerun int64
+	// Aborted (40001), Unknown (40003) and CommitUnknown (08007) count the
+	// errors given for work in flight on a lost back end.
+	Aborted, Unknown, CommitUnknown int64
+	// Failed counts sessions that could not be re-attached in time.
+	Failed int64
+}
+
+// MigrationStats returns the migration counters.
+func (g *Gateway) MigrationStats() MigrationStats {
+	return MigrationStats{
+		Migrated: g.stats.migrated.Load(), Held: g.stats.held.Load(), PinnedClosed: g.stats.pinned.Load(),
+		Rerun: g.stats.rerun.Load(), Aborted: g.stats.aborted.Load(), Unknown: g.stats.unknown.Load(),
+		CommitUnknown: g.stats.commitUnknown.Load(), Failed: g.stats.failed.Load(),
+	}
+}
+
+func (g *Gateway) loadView() *routeView {
+	changed := g.router.Changed()
+	t, fresh := g.router.Primary()
+	return &routeView{target: t, fresh: fresh && t.Addr != "", changed: changed}
+}
+
+// watchRouter keeps g.view current and pokes quiet sessions when a new
+// primary is named.
+func (g *Gateway) watchRouter() {
+	for {
+		v := g.loadView()
+		g.view.Store(v)
+		if v.fresh {
+			g.pokeSessions(v.target.Epoch)
+		}
+		select {
+		case <-v.changed:
+		case <-g.ctx.Done():
+			return
+		}
+	}
+}
+
+func (g *Gateway) pokeSessions(epoch uint64) {
+	g.mu.Lock()
+	list := make([]*session, 0, len(g.sessions))
+	for s := range g.sessions {
+		if !s.l.readOnly {
+			list = append(list, s)
+		}
+	}
+	g.mu.Unlock()
+	for _, s := range list {
+		s.mu.Lock()
+		stale := s.be != nil && s.be.target.Epoch != epoch
+		s.mu.Unlock()
+		if stale {
+			s.interrupt(intrMove)
+		}
+	}
+}
+
+// moveBackendCount moves a session between per-backend counts.
+func (g *Gateway) moveBackendCount(from, to string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.perBackend[from]--; g.perBackend[from] <= 0 {
+		delete(g.perBackend, from)
+	}
+	g.perBackend[to]++
+}
+
+// --- interrupting the forwarding loops ---
+
+func (s *session) resetInterrupt() {
+	s.ctl.Lock()
+	s.intr, s.waiting = 0, false
+	s.ctl.Unlock()
+}
+
+func (s *session) interruptReason() uint8 {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	return s.intr
+}
+
+// interrupt records reason and wakes clientToServer if it is waiting for
+// the client at a point where the reason applies.
+func (s *session) interrupt(reason uint8) {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	s.intr |= reason
+	if s.waiting && (reason != intrMove || s.waitingQuiet) {
+		s.client.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// enterWait is called before clientToServer blocks for the next message.
+func (s *session) enterWait(quiet bool) error {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	switch {
+	case s.intr&(intrLost|intrEnd) != 0:
+		return errLost
+	case s.intr&intrMove != 0 && quiet:
+		return errMove
+	}
+	s.waiting, s.waitingQuiet = true, quiet
+	return nil
+}
+
+// leaveWait is called when clientToServer has a message header (or an
+// error). The header is only peeked, so returning here loses nothing.
+func (s *session) leaveWait() error {
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	quiet := s.waitingQuiet
+	s.waiting = false
+	switch {
+	case s.intr&(intrLost|intrEnd) != 0:
+		return errLost
+	case s.intr&intrMove != 0 && quiet:
+		return errMove
+	}
+	return nil
+}
+
+// --- holding ---
+
+// hold waits, with the client's request unread, until the router names a
+// fresh primary. It returns nil to go on with be (same epoch: the suspicion
+// was refuted), errMove for a new epoch, errHoldTimeout, or errLost when be
+// is lost meanwhile.
+func (s *session) hold(be *backend) error {
+	g := s.g
+	g.stats.held.Add(1)
+	g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
+	start := time.Now()
+	defer func() {
+		g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "hold_ms"}, float32(time.Since(start))/1e6, s.l.labels)
+	}()
+	s.ctl.Lock()
+	lost := s.s2cDone
+	s.ctl.Unlock()
+	var timeout <-chan time.Time
+	if g.cfg.HoldTimeout > 0 {
+		t := time.NewTimer(g.cfg.HoldTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		v := g.view.Load()
+		if v.fresh {
+			if v.target.Epoch == be.target.Epoch {
+				return nil
+			}
+			return errMove
+		}
+		if timeout == nil {
+			return errHoldTimeout
+		}
+		select {
+		case <-v.changed:
+			// watchRouter stores the new view; read the router directly
+			// so we do not race it.
+			g.view.CompareAndSwap(v, g.loadView())
+		case <-timeout:
+			return errHoldTimeout
+		case <-lost:
+			return errLost
+		case <-g.ctx.Done():
+			return g.ctx.Err()
+		}
+	}
+}
+
+// rejectRequest consumes the client's next request (up to its Sync or
+// Query) and answers it with an error, leaving the session idle.
+func (s *session) rejectRequest(code, msg string) error {
+	for {
+		typ, _, err := s.nextClientMessage(0)
+		if err != nil {
+			return err
+		}
+		if typ == 'X' {
+			return errTerminated
+		}
+		if typ == 'Q' || typ == 'S' || typ == 'F' {
+			break
+		}
+	}
+	writeMessages(s.cw, errorMessage("ERROR", code, msg), &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return s.cw.Flush()
+}
+
+// nextClientMessage reads one whole client message. Bodies up to keep bytes
+// are returned (valid until the next read); larger ones are discarded.
+func (s *session) nextClientMessage(keep int) (byte, []byte, error) {
+	if err := s.cw.Flush(); err != nil {
+		return 0, nil, err
+	}
+	hdr, err := s.cr.Peek(5)
+	if err != nil {
+		return 0, nil, err
+	}
+	typ := hdr[0]
+	n := int(binary.BigEndian.Uint32(hdr[1:5]))
+	if n < 4 {
+		return 0, nil, fmt.Errorf("invalid message length %d", n)
+	}
+	if n-4 > s.g.cfg.MaxMessageSize {
+		return 0, nil, errMessageTooLarge
+	}
+	if n-4 > keep {
+		_, err := s.cr.Discard(1 + n)
+		return typ, nil, err
+	}
+	msg, err := readMessage(s.cr, s.cw, 1+n, &s.scratch)
+	if err != nil {
+		return 0, nil, err
+	}
+	return typ, msg[5:], nil
+}
+
+// --- recording requests for a re-run ---
+
+func (s *session) record(msg []byte) {
+	if !s.recOK {
+		return
+	}
+	if len(s.rec)+len(msg) > maxRerunRequest {
+		s.recOK = false
+		return
+	}
+	s.rec = append(s.rec, msg...)
+}
+
+// copyRecorded is copyMessage that also records the message.
+func (s *session) copyRecorded(r *bufio.Reader, w *bufio.Writer, total int) error {
+	if s.recOK {
+		if total <= r.Size() && len(s.rec)+total <= maxRerunRequest {
+			b, err := fill(r, w, total)
+			if err != nil {
+				return err
+			}
+			s.rec = append(s.rec, b...)
+			_, err = w.Write(b)
+			r.Discard(total)
+			return err
+		}
+		s.recOK = false
+	}
+	return copyMessage(r, w, total)
+}
+
+// isShutdownFatal reports an ErrorResponse body that announces the server
+// shutting down or crashing (FATAL or PANIC, 57P01 / 57P02).
+func isShutdownFatal(body []byte) bool {
+	var severity, code []byte
+	for len(body) > 0 && body[0] != 0 {
+		field := body[0]
+		v, rest, ok := cutCStringBytes(body[1:])
+		if !ok {
+			return false
+		}
+		switch field {
+		case 'V':
+			severity = v
+		case 'S':
+			if severity == nil {
+				severity = v
+			}
+		case 'C':
+			code = v
+		}
+		body = rest
+	}
+	fatal := string(severity) == "FATAL" || string(severity) == "PANIC"
+	return fatal && (string(code) == codeAdminShutdown || string(code) == codeCrashShutdown)
+}
+
+// --- moving ---
+
+// moveIdle moves a quiet session whose primary changed.
+func (s *session) moveIdle(old *backend) bool {
+	w := s.track.inFlightWork()
+	if w.pins != 0 || w.lost {
+		s.closePinned(w)
+		return false
+	}
+	if err := s.reattach(old, nil); err != nil {
+		s.reattachFailed(err)
+		return false
+	}
+	return true
+}
+
+// recoverLost answers what was in flight on a lost back end, as design.md
+// §6 says, and moves the session when it can be moved. rerun reports that
+// the request in flight was recorded whole.
+func (s *session) recoverLost(old *backend, rerun bool) bool {
+	if s.l.readOnly {
+		writeMessages(s.cw, errorMessage("FATAL", codeConnectionFailure,
+			fmt.Sprintf("the pgbattery gateway lost its connection to PostgreSQL on %s", old.target.Node)))
+		s.l.errors.Add(1)
+		return false
+	}
+	w := s.track.inFlightWork()
+	if w.pins != 0 || w.lost {
+		s.closePinned(w)
+		return false
+	}
+	g := s.g
+	inTx := w.txStatus == 'T' || w.txStatus == 'E'
+	busy := w.requests > 0 || w.partial || w.copy
+	if !busy {
+		if inTx {
+			// Idle in a transaction: the transaction is gone; the client
+			// learns it at its next statement.
+			s.track.resetAfterLoss('E')
+			if err := s.orphanTx(w.txStatus == 'E'); err != nil {
+				return false
+			}
+			s.track.resetAfterLoss('I')
+		}
+		if err := s.reattach(old, nil); err != nil {
+			s.reattachFailed(err)
+			return false
+		}
+		return true
+	}
+
+	status := byte('I')
+	var code, msg string
+	switch {
+	case w.commit:
+		code, msg = codeTransactionResolutionUnknown,
+			"the connection to the primary was lost while COMMIT was in flight; whether the transaction committed is unknown (pgbattery failover)"
+		g.stats.commitUnknown.Add(1)
+	case w.copy || inTx:
+		if inTx {
+			status = 'E'
+		}
+		code, msg = codeSerializationFailure,
+			"the primary was lost during the transaction, which was rolled back; retry it (pgbattery failover)"
+		g.stats.aborted.Add(1)
+	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0:
+		// Nothing of the answer reached the client: ask the new primary.
+		req := append([]byte(nil), s.rec...)
+		if err := s.reattach(old, req); err != nil {
+			s.reattachFailed(err)
+			return false
+		}
+		g.stats.rerun.Add(1)
+		return true
+	case w.readOnly:
+		code, msg = codeSerializationFailure,
+			"the primary was lost while the statement was running; retry it (pgbattery failover)"
+		g.stats.aborted.Add(1)
+	default:
+		code, msg = codeStatementCompletionUnknown,
+			"the primary was lost while the statement was running; it may or may not have taken effect (pgbattery failover)"
+		g.stats.unknown.Add(1)
+	}
+	g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "failover_errors"}, 1,
+		append(s.l.labels[:len(s.l.labels):len(s.l.labels)], metricsLabel("sqlstate", code)))
+	if err := s.answerLost(w, code, msg, status); err != nil {
+		return false
+	}
+	s.track.resetAfterLoss(status)
+	if status == 'E' {
+		if err := s.orphanTx(true); err != nil {
+			return false
+		}
+		s.track.resetAfterLoss('I')
+	}
+	if err := s.reattach(old, nil); err != nil {
+		s.reattachFailed(err)
+		return false
+	}
+	return true
+}
+
+// answerLost answers the unanswered requests of a lost back end with one
+// error, consuming the rest of a COPY or of an unfinished extended-protocol
+// batch first, as the server would.
+func (s *session) answerLost(w inFlightWork, code, msg string, status byte) error {
+	writeMessages(s.cw, errorMessage("ERROR", code, msg))
+	zs := w.requests
+	if w.copyIn || w.partial {
+		for {
+			typ, _, err := s.nextClientMessage(0)
+			if err != nil {
+				return err
+			}
+			if typ == 'X' {
+				return errTerminated
+			}
+			if w.copyIn && (typ == 'c' || typ == 'f') {
+				if zs == 0 {
+					zs = 1
+				}
+				break
+			}
+			if typ == 'S' || typ == 'F' || typ == 'Q' {
+				zs++
+				break
+			}
+		}
+	}
+	for i := 0; i < zs; i++ {
+		writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: status})
+	}
+	return s.cw.Flush()
+}
+
+// orphanTx serves a session whose transaction died with its back end, with
+// no back end at all, until the client ends the transaction. Statements
+// get 40001 (the first, if the client has not yet been told) or 25P02;
+// ROLLBACK (and COMMIT once the client was told) is answered "ROLLBACK".
+// Extended-protocol requests always get the error (phase 1).
+func (s *session) orphanTx(errorSent bool) error {
+	const keep = 4 << 10
+	failed := false // in an extended-protocol batch that got its error
+	txError := func() pgproto3.BackendMessage {
+		if !errorSent {
+			errorSent = true
+			s.g.stats.aborted.Add(1)
+			return errorMessage("ERROR", codeSerializationFailure,
+				"the primary was lost during the transaction, which was rolled back; end it with ROLLBACK and retry (pgbattery failover)")
+		}
+		return errorMessage("ERROR", codeInFailedTransaction,
+			"current transaction is aborted, commands ignored until end of transaction block")
+	}
+	for {
+		typ, body, err := s.nextClientMessage(keep)
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'X':
+			return errTerminated
+		case 'Q':
+			kind := sqlclass.Other
+			if body != nil {
+				q := unsafeString(body[:max(0, len(body)-1)])
+				if sts := sqlclass.Split(q, nil); len(sts) == 1 {
+					kind = sts[0].Kind
+				}
+			}
+			switch {
+			case kind == sqlclass.Rollback || kind == sqlclass.Commit && errorSent:
+				writeMessages(s.cw, &pgproto3.CommandComplete{CommandTag: []byte("ROLLBACK")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+				return s.cw.Flush()
+			case kind == sqlclass.Commit:
+				// The client believes its transaction is fine and commits:
+				// it did not, and it is over.
+				s.g.stats.aborted.Add(1)
+				writeMessages(s.cw, errorMessage("ERROR", codeSerializationFailure,
+					"the primary was lost during the transaction, which was rolled back; retry it (pgbattery failover)"),
+					&pgproto3.ReadyForQuery{TxStatus: 'I'})
+				return s.cw.Flush()
+			}
+			writeMessages(s.cw, txError(), &pgproto3.ReadyForQuery{TxStatus: 'E'})
+		case 'S':
+			failed = false
+			writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'E'})
+		case 'H':
+			// Flush: nextClientMessage flushes before reading.
+		case 'P', 'B', 'E', 'D', 'C', 'F':
+			if !failed {
+				failed = true
+				writeMessages(s.cw, txError())
+			}
+			if typ == 'F' {
+				failed = false
+				writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'E'})
+			}
+		default:
+			// Stray COPY messages: ignored, as the server does outside COPY.
+		}
+	}
+}
+
+// closePinned ends a session that cannot be moved.
+func (s *session) closePinned(w inFlightWork) {
+	s.g.stats.pinned.Add(1)
+	s.g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_pinned_closed"}, 1, s.l.labels)
+	var why string
+	switch {
+	case w.pins&sqlclass.PinTemp != 0:
+		why = "the session holds a temporary table or other temporary object"
+	case w.pins&sqlclass.PinAdvisoryLock != 0:
+		why = "the session holds a session-level advisory lock"
+	case w.pins&sqlclass.PinHoldCursor != 0:
+		why = "the session holds a WITH HOLD cursor"
+	default:
+		why = "the session has server-side state the gateway cannot rebuild (" + w.pins.String() + ")"
+	}
+	s.logger.Info("closing a session that cannot move to the new primary", "pins", w.pins.String())
+	writeMessages(s.cw, errorMessage("FATAL", codeAdminShutdown,
+		"terminating connection because the primary changed: "+why+"; it cannot be moved to the new primary (pgbattery failover)"))
+	s.cw.Flush()
+}
+
+func (s *session) reattachFailed(err error) {
+	if errors.Is(err, errTerminated) || isDisconnect(err) || s.g.ctx.Err() != nil {
+		return
+	}
+	s.g.stats.failed.Add(1)
+	s.logger.Warn("could not move session to a new primary", "error", err)
+	var rerr *replayError
+	if errors.As(err, &rerr) {
+		writeMessages(s.cw, errorMessage("FATAL", codeAdminShutdown,
+			fmt.Sprintf("terminating connection because the primary changed and the session could not be rebuilt on the new one: %v", err)))
+	} else {
+		writeMessages(s.cw, errorMessage("FATAL", codeCannotConnectNow,
+			fmt.Sprintf("terminating connection because the primary changed and no new primary accepted the session: %v", err)))
+	}
+	s.cw.Flush()
+}
+
+// replayError is a session-state statement the new primary refused.
+type replayError struct {
+	what string
+	msg  *pgproto3.ErrorResponse
+}
+
+func (e *replayError) Error() string {
+	return fmt.Sprintf("replaying %s: %s %s: %s", e.what, e.msg.Severity, e.msg.Code, e.msg.Message)
+}
+
+// reattach opens a back end on the router's fresh primary (waiting for one
+// up to HoldTimeout, retrying while it refuses connections), replays the
+// session's state there, and makes it the session's back end. rerun, if
+// set, is a request to send on it before forwarding resumes.
+func (s *session) reattach(old *backend, rerun []byte) error {
+	g := s.g
+	start := time.Now()
+	deadline := start.Add(g.cfg.HoldTimeout)
+	retry := reattachRetryMin
+	var lastErr error
+	for {
+		v := g.view.Load()
+		if nv := g.loadView(); nv.fresh != v.fresh || nv.target != v.target {
+			v = nv
+		}
+		if v.fresh {
+			be, err := s.attempt(v.target)
+			if err == nil {
+				s.install(old, be)
+				if len(rerun) > 0 {
+					be.w.Write(rerun)
+					be.w.Flush()
+				}
+				g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "migrate_ms"}, float32(time.Since(start))/1e6, s.l.labels)
+				s.logger.Debug("session moved", "from", old.target.Node, "to", be.target.Node, "epoch", be.target.Epoch,
+					"took", time.Since(start).Round(time.Millisecond))
+				return nil
+			}
+			var rerr *replayError
+			if errors.As(err, &rerr) {
+				return err
+			}
+			var berr *backendError
+			if errors.As(err, &berr) && !retryableStartupError(berr.msg.Code) {
+				return err
+			}
+			lastErr = err
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			if lastErr == nil {
+				lastErr = errors.New("no writable primary is known")
+			}
+			return fmt.Errorf("within the hold timeout of %s: %w", g.cfg.HoldTimeout, lastErr)
+		}
+		t := time.NewTimer(min(wait, retry))
+		select {
+		case <-v.changed:
+		case <-t.C:
+		case <-g.ctx.Done():
+			t.Stop()
+			return g.ctx.Err()
+		}
+		t.Stop()
+		retry = min(2*retry, reattachRetryMax)
+	}
+}
+
+// retryableStartupError reports start-up errors that mean "not yet": the
+// server is starting, shutting down, or in recovery.
+func retryableStartupError(code string) bool {
+	return code == codeCannotConnectNow || code == codeAdminShutdown || code == codeCrashShutdown || code == codeTooManyConnections
+}
+
+// attempt connects to target and replays the session's state.
+func (s *session) attempt(target Target) (*backend, error) {
+	be, err := s.g.dialBackend(s.g.ctx, target, s.params, s.auth)
+	if err != nil {
+		return nil, err
+	}
+	if be.params["in_hot_standby"] == "on" {
+		be.conn.Close()
+		return nil, fmt.Errorf("%s (%s) is still a standby", target.Node, target.Addr)
+	}
+	if err := s.replay(be); err != nil {
+		be.conn.Close()
+		return nil, err
+	}
+	return be, nil
+}
+
+// install makes be the session's back end and tells the client about
+// reported parameters whose values differ.
+func (s *session) install(old, be *backend) {
+	s.mu.Lock()
+	s.be = be
+	s.mu.Unlock()
+	s.g.moveBackendCount(old.target.Addr, be.target.Addr)
+	s.g.stats.migrated.Add(1)
+	s.g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_migrated"}, 1, s.l.labels)
+
+	reported := s.track.State().Reported
+	names := make([]string, 0, len(be.params))
+	for name := range be.params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var buf []byte
+	for _, name := range names {
+		value := be.params[name]
+		if old, ok := reported[name]; ok && old == value {
+			continue
+		}
+		buf, _ = (&pgproto3.ParameterStatus{Name: name, Value: value}).Encode(buf[:0])
+		s.cw.Write(buf)
+		s.track.server('S', buf[5:])
+	}
+	s.cw.Flush()
+}
+
+// replay rebuilds the session's state on a fresh back end: SETs, SQL-level
+// PREPAREs, LISTENs, then protocol-level prepared statements. Every statement
+// is its own request, so one failure is reported as what it is.
+func (s *session) replay(be *backend) error {
+	st := s.track.State()
+	var buf []byte
+	var whats []string // one per ReadyForQuery expected
+	query := func(what, q string) {
+		buf, _ = (&pgproto3.Query{String: q}).Encode(buf)
+		whats = append(whats, what)
+	}
+	for _, name := range sortedKeys(st.Settings) {
+		query("SET "+name, st.Settings[name])
+	}
+	for _, name := range sortedKeys(st.SQLPrepared) {
+		query("PREPARE "+name, st.SQLPrepared[name])
+	}
+	for _, ch := range st.Listen {
+		query("LISTEN "+ch, "LISTEN "+quoteIdent(ch))
+	}
+	if len(st.Prepared) > 0 {
+		for _, name := range sortedKeys(st.Prepared) {
+			ps := st.Prepared[name]
+			buf, _ = (&pgproto3.Parse{Name: name, Query: ps.Query, ParameterOIDs: ps.ParamOIDs}).Encode(buf)
+		}
+		buf, _ = (&pgproto3.Sync{}).Encode(buf)
+		whats = append(whats, "prepared statements")
+	}
+	if len(whats) == 0 {
+		return nil
+	}
+	be.conn.SetDeadline(time.Now().Add(s.g.cfg.DialTimeout))
+	defer be.conn.SetDeadline(noDeadline)
+	stop := context.AfterFunc(s.g.ctx, func() { be.conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	if _, err := be.conn.Write(buf); err != nil {
+		return fmt.Errorf("replaying session state on %s: %w", be.target.Addr, err)
+	}
+	var first error
+	for i := 0; i < len(whats); {
+		typ, body, err := readStartupReply(be.r)
+		if err != nil {
+			return fmt.Errorf("replaying session state on %s: %w", be.target.Addr, err)
+		}
+		switch typ {
+		case 'S':
+			name, rest, ok := cutCStringBytes(body)
+			value, _, ok2 := cutCStringBytes(rest)
+			if ok && ok2 {
+				be.params[string(name)] = string(value)
+			}
+		case 'E':
+			if first == nil {
+				var m pgproto3.ErrorResponse
+				if err := m.Decode(body); err != nil {
+					return fmt.Errorf("decoding error from %s: %w", be.target.Addr, err)
+				}
+				first = &replayError{what: whats[i], msg: &m}
+			}
+		case 'Z':
+			i++
+		}
+	}
+	return first
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// quoteIdent quotes a (normalised) identifier for SQL.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

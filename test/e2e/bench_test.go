@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgbattery/pgbattery/test/checker"
+	"github.com/pgbattery/pgbattery/test/workload"
+)
+
+// TestFailoverBench measures the write gap a client sees at each kind of
+// primary failure: a probe writes every 10 ms to the writable primary
+// (multi-host DSN, re-resolved on connection errors) and the gap is the
+// time between its last acknowledged write before the fault and its first
+// after. Runs only with PGBATTERY_BENCH=1 (make bench); PGBATTERY_BENCH_RUNS
+// sets the runs per kind (default 5), PGBATTERY_BENCH_OUT a JSON file for
+// the results.
+func TestFailoverBench(t *testing.T) {
+	if os.Getenv("PGBATTERY_BENCH") != "1" {
+		t.Skip("set PGBATTERY_BENCH=1 to run the failover benchmark")
+	}
+	runs := 5
+	if s := os.Getenv("PGBATTERY_BENCH_RUNS"); s != "" {
+		if _, err := fmt.Sscan(s, &runs); err != nil || runs < 1 || runs > 100 {
+			t.Fatalf("PGBATTERY_BENCH_RUNS=%q: want 1..100", s)
+		}
+	}
+	c := startFaultCluster(t, 3, true)
+	kinds := []string{"postgres-killed", "node-killed", "partition"}
+	gaps := map[string][]time.Duration{}
+	for round := 0; round < runs; round++ {
+		for _, kind := range kinds {
+			gap, ok := benchOnce(t, c, kind, round)
+			if ok {
+				gaps[kind] = append(gaps[kind], gap)
+			}
+			t.Logf("%s run %d: write gap %s", kind, round+1, gap)
+		}
+	}
+
+	type row struct {
+		Fault    string    `json:"fault"`
+		Runs     int       `json:"runs"`
+		MedianMS float64   `json:"median_ms"`
+		MaxMS    float64   `json:"max_ms"`
+		GapsMS   []float64 `json:"gaps_ms"`
+	}
+	var rows []row
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-16s %5s %10s %10s\n", "fault", "runs", "median", "max")
+	for _, kind := range kinds {
+		g := slices.Clone(gaps[kind])
+		slices.Sort(g)
+		r := row{Fault: kind, Runs: len(g)}
+		for _, d := range g {
+			r.GapsMS = append(r.GapsMS, ms(d))
+		}
+		if len(g) > 0 {
+			r.MedianMS, r.MaxMS = ms(median(g)), ms(g[len(g)-1])
+		}
+		rows = append(rows, r)
+		fmt.Fprintf(&b, "%-16s %5d %8.0fms %8.0fms\n", kind, r.Runs, r.MedianMS, r.MaxMS)
+	}
+	t.Logf("failover write gap (probe every 10 ms, 3 nodes on loopback):\n%s", b.String())
+	if out := os.Getenv("PGBATTERY_BENCH_OUT"); out != "" {
+		js, _ := json.MarshalIndent(map[string]any{"benchmark": "failover-write-gap", "runs_per_fault": runs, "results": rows}, "", "  ")
+		if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
+			t.Errorf("writing %s: %v", out, err)
+		}
+	}
+	for _, kind := range kinds {
+		if len(gaps[kind]) != runs {
+			t.Errorf("%s: %d of %d runs measured a gap", kind, len(gaps[kind]), runs)
+		}
+	}
+}
+
+// benchOnce injects one fault into the settled cluster's primary and
+// returns the probe's write gap around it; the cluster is healed before it
+// returns (settle at the next run brings stopped nodes back).
+func benchOnce(t *testing.T, c *faultCluster, kind string, round int) (time.Duration, bool) {
+	t.Helper()
+	old := c.settle(t)
+	clock := checker.NewClock()
+	probe, err := workload.StartWriteGap(t.Context(), workload.WriteGapConfig{
+		DSN:       c.dsn(t),
+		Interval:  10 * time.Millisecond,
+		OpTimeout: 5 * time.Second,
+		Table:     "bench_write_gap",
+		Clock:     clock,
+		Logger:    hclog.NewNullLogger(),
+	})
+	if err != nil {
+		t.Fatalf("starting the write-gap probe: %v", err)
+	}
+	defer probe.Stop()
+	time.Sleep(1500 * time.Millisecond)
+
+	faultAt := clock.Now()
+	heal := func() {}
+	switch kind {
+	case "postgres-killed":
+		killPostgres(t, old)
+	case "node-killed":
+		killNode(t, old)
+	case "partition":
+		heal = c.partition(t, old)
+	}
+	waitFor(t, 90*time.Second, "the probe's first acknowledged write after the fault", func() bool {
+		for _, op := range probe.History() {
+			if op.Outcome == checker.OutcomeOK && op.Invoke > faultAt {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(500 * time.Millisecond)
+	hist := probe.Stop()
+	heal()
+	if kind == "partition" {
+		waitFor(t, 3*time.Minute, "the old primary to rejoin after the heal", func() bool { return role(old) == "replica" })
+	}
+	res := checker.CheckWriteGap(hist, checker.WriteGapOptions{Faults: []checker.Event{{Name: kind, Start: faultAt}}})
+	if len(res.Gaps) != 1 || !res.Gaps[0].Recovered {
+		t.Errorf("%s run %d: no recovered gap: %+v", kind, round+1, res.Gaps)
+		return 0, false
+	}
+	return res.Gaps[0].Duration, true
+}
+
+func median(sorted []time.Duration) time.Duration {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
