@@ -43,14 +43,17 @@ const (
 	demoDatabase = "demo"
 	demoTable    = "demo_probe"
 
-	demoReadyTimeout    = 3 * time.Minute
-	demoStopTimeout     = 45 * time.Second
-	demoRestartDelay    = 5 * time.Second
-	demoProbeInterval   = 100 * time.Millisecond
-	demoGapThreshold    = 500 * time.Millisecond
-	demoReportTimeout   = 60 * time.Second
-	demoMaxQuickExits   = 3
-	demoQuickExitWindow = 15 * time.Second
+	demoReadyTimeout  = 3 * time.Minute
+	demoStopTimeout   = 45 * time.Second
+	demoRestartDelay  = 5 * time.Second
+	demoProbeInterval = 100 * time.Millisecond
+	demoGapThreshold  = 500 * time.Millisecond
+	demoReportTimeout = 60 * time.Second
+	demoMaxQuickExits = 3
+	// demoQuietAfterChange keeps a write pause around a change of primary
+	// from being reported a second time as a pause without one.
+	demoQuietAfterChange = 5 * time.Second
+	demoQuickExitWindow  = 15 * time.Second
 )
 
 // DemoCommand runs a local cluster for a newcomer to poke at.
@@ -872,7 +875,9 @@ func (d *demo) watch(ctx context.Context, primary string) int {
 		}()
 	}
 
-	cur, curSeen := primary, time.Now()
+	// cur is the primary as last seen, curSeen when, curSince since when.
+	cur, curSeen, curSince := primary, time.Now(), time.Now()
+	reportedUpTo := time.Now()
 	epoch := uint64(0)
 	type pendingReport struct {
 		from, to string
@@ -922,15 +927,26 @@ func (d *demo) watch(ctx context.Context, primary string) int {
 			curSeen = now
 		} else if p != "" && p != cur {
 			pending = &pendingReport{from: cur, to: p, fromSeen: curSeen, detected: now}
-			cur, curSeen = p, now
+			cur, curSeen, curSince = p, now, now
 		}
 		if pending != nil {
 			if rep, ok := d.probe.gapAfter(pending.fromSeen, pending.detected); ok {
 				d.pr.line(fmt.Sprintf("==> Failover: %s -> %s (epoch %d); %s", pending.from, pending.to, epoch, rep))
 				pending = nil
+				reportedUpTo = now
 			} else if now.Sub(pending.detected) > demoReportTimeout {
 				d.pr.line(fmt.Sprintf("==> Failover: %s -> %s (epoch %d); the probe has not written since (%s)", pending.from, pending.to, epoch, d.probe.lastError()))
 				pending = nil
+				reportedUpTo = now
+			}
+		} else if now.Sub(curSeen) < 2*time.Second && now.Sub(curSince) > demoQuietAfterChange {
+			// Writes can pause without a change of primary (a node
+			// rejoining, a change of the synchronous standbys): say so, once
+			// the pause has ended and cannot belong to a failover report.
+			for _, g := range d.probe.gapsEndedBetween(reportedUpTo, now.Add(-demoQuietAfterChange)) {
+				d.pr.line(fmt.Sprintf("==> Writes paused %.2fs with no change of primary (last acknowledged write %s, next %s)",
+					g.to.Sub(g.from).Seconds(), g.from.Format("15:04:05.000"), g.to.Format("15:04:05.000")))
+				reportedUpTo = g.to
 			}
 		}
 		d.pr.status(d.statusLine(roles, cur, p, epoch, st))
@@ -1221,6 +1237,19 @@ func (p *demoProbe) gapAfter(oldSeen, detected time.Time) (string, bool) {
 		best.to.Sub(best.from).Seconds(), best.from.Format("15:04:05.000"), best.to.Format("15:04:05.000")), true
 }
 
+// gapsEndedBetween returns the pauses that ended in (after, before].
+func (p *demoProbe) gapsEndedBetween(after, before time.Time) []demoGap {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []demoGap
+	for _, g := range p.gaps {
+		if g.to.After(after) && !g.to.After(before) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // demoPrinter writes the demo's lines and its one status line: redrawn in
 // place on a terminal, printed only when it changes otherwise.
 type demoPrinter struct {
@@ -1241,9 +1270,14 @@ func newDemoPrinter(w io.Writer) *demoPrinter {
 	return p
 }
 
+// isTerminal asks the terminal driver (/dev/null is a character device
+// too, so the file mode alone would not do).
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	return isTTY(f.Fd())
 }
 
 func (p *demoPrinter) line(s string) {

@@ -95,8 +95,11 @@ type Config struct {
 	// 08P01 and the session ends. Default 256 MiB.
 	MaxMessageSize int
 	// HoldTimeout is how long a new session waits for a fresh primary when
-	// the router's view is stale or names none. Default 0: fail at once
-	// with 57P03.
+	// the router's view is stale or names none, how long a request of an
+	// existing session is held while the primary is in doubt, and how long
+	// a session whose back end was lost waits for a new primary to accept
+	// it. Default 0: fail at once with 57P03 (and a session whose back end
+	// is lost gets one attempt at the current primary).
 	HoldTimeout time.Duration
 
 	// Metrics receives the gateway's metrics. Default: a private instance

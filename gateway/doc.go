@@ -103,12 +103,51 @@
 // advisory locks inside; SETs rolled back by ROLLBACK TO SAVEPOINT; CREATE
 // TEMP ... ON COMMIT DROP pins even though it vanishes at commit.
 //
-// # Session migration (issue 6) hooks
+// # Failover: holding and moving sessions (issue 6, phase 1)
 //
-// session.be is swapped only while both forwarding goroutines are stopped at
-// message boundaries; the session keeps what re-attachment needs: the
-// ClientKey and verifier (backendAuth), the start-up parameters, the cancel
-// key (unchanged across moves) and the tracker's SessionState to replay.
-// Router.Changed and Target.Epoch tell a session its primary changed;
-// Config.HoldTimeout already makes new sessions wait for a fresh primary.
+// The gateway keeps the Router's view (watchRouter, refreshed on Changed).
+// A session on the read-write port checks it whenever a new request arrives
+// at a quiet point (transaction status I, nothing in flight, no COPY):
+//
+//   - view stale, or a new epoch not yet fresh: the request stays unread in
+//     the client's socket (so it costs no gateway memory and has no size
+//     limit) for up to Config.HoldTimeout; past it the request is consumed
+//     and answered 57P03, and the session stays.
+//   - fresh, same epoch as the session's back end: the suspicion was
+//     refuted; the request goes to the same back end.
+//   - fresh, new epoch: the session moves, then the request runs there.
+//
+// Quiet sessions that send nothing are moved as soon as a new epoch is
+// named (they are woken out of their client read), so LISTEN sessions
+// resume. A move dials the new primary with the session's start-up
+// parameters and SCRAM ClientKey, refuses a server that reports
+// in_hot_standby=on, replays committed SETs, SQL PREPAREs, LISTENs and
+// named protocol prepared statements (Parse with the same name, text and
+// parameter OIDs), sends the client ParameterStatus for values that differ,
+// and moves the per-back-end session count. The cancel key is unchanged.
+//
+// A lost back end (EOF, reset, or a FATAL 57P01/57P02 shutdown or crash
+// message, which is kept from the client) is answered per design.md §6:
+// idle → moved silently; idle in a transaction → the next statement gets
+// 40001, later ones 25P02, and ROLLBACK (or COMMIT after the error) is
+// answered by the gateway, after which the session moves; statement in a
+// transaction → 40001 and status E, then the same; autocommit write →
+// 40003; a single read-only autocommit request of which nothing reached the
+// client yet → sent again on the new primary (recorded, up to 64 KiB),
+// otherwise 40001; COPY → 40001, after consuming the client's COPY data up
+// to CopyDone/CopyFail; COMMIT in flight → 08007 (phase 1: not resolved);
+// pinned or untracked sessions → FATAL 57P01 saying why. While no primary
+// accepts the session the gateway retries (and follows Changed) until
+// HoldTimeout, then closes it with FATAL 57P03.
+//
+// "terminating connection due to administrator command" is both a fast
+// shutdown and pg_terminate_backend; it is hidden (and the session moved)
+// only while the view is stale or names a new epoch, so an administrator's
+// terminate on a healthy primary still ends the session.
+//
+// Not yet (later phases): COMMIT resolution with pg_xact_status, draining
+// for a planned switchover, cutting in-flight work on an old primary that
+// stays reachable after a new epoch (such sessions move at their next quiet
+// point), extended-protocol ROLLBACK while orphaned (simple Query only:
+// libpq, pgx and psycopg2 send ROLLBACK that way).
 package gateway

@@ -35,6 +35,14 @@ func (s *session) forward() {
 			ok = s.moveIdle(be)
 		case nextLost:
 			ok = s.recoverLost(be, rerun)
+		case nextReject:
+			// Held past HoldTimeout: the request is refused and the
+			// session stays on its back end.
+			ok = s.rejectRequest(codeCannotConnectNow, fmt.Sprintf(
+				"no writable primary became available within the gateway's hold timeout of %s", s.g.cfg.HoldTimeout)) == nil
+			if !ok {
+				be.conn.Close()
+			}
 		}
 		if !ok {
 			s.cw.Flush()
@@ -45,9 +53,10 @@ func (s *session) forward() {
 
 // What forward does after runBackend.
 const (
-	nextEnd  = iota // the session is over
-	nextMove        // idle, and the primary changed: move it
-	nextLost        // the back end is gone
+	nextEnd    = iota // the session is over
+	nextMove          // idle, and the primary changed: move it
+	nextLost          // the back end is gone
+	nextReject        // a held request timed out: refuse it, then go on
 )
 
 // runBackend forwards between the client and be until the client ends the
@@ -56,10 +65,15 @@ const (
 // recoverLost).
 func (s *session) runBackend(be *backend) (next int, rerun bool) {
 	s.resetInterrupt()
+	be.conn.SetDeadline(noDeadline) // a previous run may have stopped it
 	s2cDone := make(chan struct{})
 	s.ctl.Lock()
 	s.s2cDone = s2cDone
 	s.ctl.Unlock()
+	if v := s.g.currentView(); !s.l.readOnly && v != nil && v.fresh && v.target.Epoch != be.target.Epoch {
+		// The primary changed again while this back end was being set up.
+		s.interrupt(intrMove)
+	}
 	var serr error
 	var mid bool
 	go func() {
@@ -77,8 +91,8 @@ func (s *session) runBackend(be *backend) (next int, rerun bool) {
 	}()
 	cerr := s.clientToServer(be)
 
-	if errors.Is(cerr, errMove) || errors.Is(cerr, errLost) {
-		if errors.Is(cerr, errMove) {
+	if errors.Is(cerr, errMove) || errors.Is(cerr, errLost) || errors.Is(cerr, errHoldTimeout) {
+		if !errors.Is(cerr, errLost) {
 			be.conn.SetReadDeadline(aLongTimeAgo) // stop serverToClient
 		}
 		<-s2cDone
@@ -93,6 +107,10 @@ func (s *session) runBackend(be *backend) (next int, rerun bool) {
 			be.conn.Close()
 			s.logger.Warn("back end lost in the middle of a message to the client; closing the session")
 			return nextEnd, false
+		case errors.Is(cerr, errHoldTimeout) && reason&intrLost != 0 && !errors.Is(serr, os.ErrDeadlineExceeded):
+			// Lost while we gave up holding: the loss decides.
+		case errors.Is(cerr, errHoldTimeout):
+			return nextReject, false
 		case errors.Is(cerr, errMove):
 			// Idle: say goodbye to the old back end properly.
 			be.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -213,7 +231,7 @@ func (s *session) clientToServer(be *backend) error {
 		if idle > 0 && r.Buffered() == 0 && quiet {
 			s.client.SetReadDeadline(time.Now().Add(idle))
 		}
-		if err := s.enterWait(quiet); err != nil {
+		if err := s.enterWait(); err != nil {
 			return err
 		}
 		hdr, err := fill(r, w, 5)
@@ -240,24 +258,22 @@ func (s *session) clientToServer(be *backend) error {
 		}
 		total := 1 + n
 
-		if quiet && movable && typ != 'X' {
+		// The answer to the previous request may have come in while we
+		// waited: ask again.
+		if quiet = s.track.quiet(); quiet && movable && typ != 'X' {
 			// A new request. While the primary is in doubt it waits here,
 			// unread; it is recorded so it can be sent again if the back
 			// end is lost before answering (recoverLost).
-			if v := s.g.view.Load(); v != nil && (!v.fresh || v.target.Epoch != be.target.Epoch) {
+			if v := s.g.currentView(); v != nil && (!v.fresh || v.target.Epoch != be.target.Epoch) {
 				if err := w.Flush(); err != nil {
 					return err
 				}
-				switch err := s.hold(be); {
-				case errors.Is(err, errHoldTimeout):
-					if err := s.rejectRequest(codeCannotConnectNow,
-						fmt.Sprintf("no writable primary became available within the gateway's hold timeout of %s", s.g.cfg.HoldTimeout)); err != nil {
-						return err
-					}
-					continue
-				case err != nil:
+				if err := s.hold(be); err != nil {
 					return err
 				}
+			}
+			if cap(s.rec) > maxRetainedScratch {
+				s.rec = nil
 			}
 			s.rec, s.recOK = s.rec[:0], true
 		}
@@ -374,7 +390,7 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 			if err != nil {
 				return false, err // nothing of it was written
 			}
-			if typ == 'E' && movable && isShutdownFatal(msg[5:]) {
+			if typ == 'E' && movable && s.hidesShutdown(be, msg[5:]) {
 				// The server is shutting down or crashed: the session may
 				// survive on the next primary, so the client does not see
 				// this. recoverLost decides what it sees.
@@ -384,6 +400,10 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 			s.track.server(typ, msg[5:])
 			if typ == 'Z' {
 				s.sinceReady = 0
+				if s.movePending.Load() {
+					// A move was asked for while the session was busy.
+					s.interrupt(intrMove)
+				}
 				s.requestDone()
 				if idle := s.g.cfg.IdleTimeout; idle > 0 && s.track.idle() {
 					s.client.SetReadDeadline(time.Now().Add(idle))

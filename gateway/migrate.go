@@ -99,14 +99,41 @@ func (g *Gateway) loadView() *routeView {
 	return &routeView{target: t, fresh: fresh && t.Addr != "", changed: changed}
 }
 
+// currentView returns the router's view, reloading it if it changed since
+// watchRouter last stored it (so a request right after a change sees it).
+func (g *Gateway) currentView() *routeView {
+	v := g.view.Load()
+	if v == nil {
+		return nil
+	}
+	select {
+	case <-v.changed:
+		nv := g.loadView()
+		if g.view.CompareAndSwap(v, nv) {
+			return nv
+		}
+		return g.view.Load()
+	default:
+		return v
+	}
+}
+
 // watchRouter keeps g.view current and pokes quiet sessions when a new
 // primary is named.
 func (g *Gateway) watchRouter() {
+	lastEpoch := g.view.Load().target.Epoch
 	for {
 		v := g.loadView()
 		g.view.Store(v)
 		if v.fresh {
-			g.pokeSessions(v.target.Epoch)
+			n := g.pokeSessions(v.target.Epoch)
+			if v.target.Epoch != lastEpoch {
+				lastEpoch = v.target.Epoch
+				st := g.MigrationStats()
+				g.logger.Info("new primary: moving sessions", "epoch", v.target.Epoch, "node", v.target.Node,
+					"sessions_to_move", n, "migrated_total", st.Migrated, "held_total", st.Held,
+					"pinned_closed_total", st.PinnedClosed, "failed_total", st.Failed)
+			}
 		}
 		select {
 		case <-v.changed:
@@ -116,7 +143,9 @@ func (g *Gateway) watchRouter() {
 	}
 }
 
-func (g *Gateway) pokeSessions(epoch uint64) {
+// pokeSessions asks every read-write session not on epoch to move, and
+// returns how many were asked.
+func (g *Gateway) pokeSessions(epoch uint64) int {
 	g.mu.Lock()
 	list := make([]*session, 0, len(g.sessions))
 	for s := range g.sessions {
@@ -125,14 +154,17 @@ func (g *Gateway) pokeSessions(epoch uint64) {
 		}
 	}
 	g.mu.Unlock()
+	n := 0
 	for _, s := range list {
 		s.mu.Lock()
 		stale := s.be != nil && s.be.target.Epoch != epoch
 		s.mu.Unlock()
 		if stale {
 			s.interrupt(intrMove)
+			n++
 		}
 	}
+	return n
 }
 
 // moveBackendCount moves a session between per-backend counts.
@@ -150,6 +182,7 @@ func (g *Gateway) moveBackendCount(from, to string) {
 func (s *session) resetInterrupt() {
 	s.ctl.Lock()
 	s.intr, s.waiting = 0, false
+	s.movePending.Store(false)
 	s.ctl.Unlock()
 }
 
@@ -165,22 +198,25 @@ func (s *session) interrupt(reason uint8) {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	s.intr |= reason
-	if s.waiting && (reason != intrMove || s.waitingQuiet) {
+	if reason == intrMove {
+		s.movePending.Store(true)
+	}
+	if s.waiting && (reason != intrMove || s.track.quiet()) {
 		s.client.SetReadDeadline(aLongTimeAgo)
 	}
 }
 
 // enterWait is called before clientToServer blocks for the next message.
-func (s *session) enterWait(quiet bool) error {
+func (s *session) enterWait() error {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	switch {
 	case s.intr&(intrLost|intrEnd) != 0:
 		return errLost
-	case s.intr&intrMove != 0 && quiet:
+	case s.intr&intrMove != 0 && s.track.quiet():
 		return errMove
 	}
-	s.waiting, s.waitingQuiet = true, quiet
+	s.waiting = true
 	return nil
 }
 
@@ -189,12 +225,11 @@ func (s *session) enterWait(quiet bool) error {
 func (s *session) leaveWait() error {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
-	quiet := s.waitingQuiet
 	s.waiting = false
 	switch {
 	case s.intr&(intrLost|intrEnd) != 0:
 		return errLost
-	case s.intr&intrMove != 0 && quiet:
+	case s.intr&intrMove != 0 && s.track.quiet():
 		return errMove
 	}
 	return nil
@@ -224,7 +259,7 @@ func (s *session) hold(be *backend) error {
 		timeout = t.C
 	}
 	for {
-		v := g.view.Load()
+		v := g.currentView()
 		if v.fresh {
 			if v.target.Epoch == be.target.Epoch {
 				return nil
@@ -236,9 +271,6 @@ func (s *session) hold(be *backend) error {
 		}
 		select {
 		case <-v.changed:
-			// watchRouter stores the new view; read the router directly
-			// so we do not race it.
-			g.view.CompareAndSwap(v, g.loadView())
 		case <-timeout:
 			return errHoldTimeout
 		case <-lost:
@@ -328,15 +360,43 @@ func (s *session) copyRecorded(r *bufio.Reader, w *bufio.Writer, total int) erro
 	return copyMessage(r, w, total)
 }
 
+// lastRequest returns the last whole request (the messages after the
+// previous Sync, Query or FunctionCall, through the last one) in rec, a
+// sequence of recorded client messages, or nil if rec does not end with
+// one.
+func lastRequest(rec []byte) []byte {
+	start, prev := -1, 0
+	for off := 0; off < len(rec); {
+		if len(rec)-off < 5 {
+			return nil
+		}
+		n := int(binary.BigEndian.Uint32(rec[off+1:]))
+		if n < 4 || off+1+n > len(rec) {
+			return nil
+		}
+		typ := rec[off]
+		off += 1 + n
+		if typ == 'S' || typ == 'Q' || typ == 'F' {
+			start, prev = prev, off
+		}
+	}
+	if start < 0 || prev != len(rec) {
+		return nil
+	}
+	return rec[start:]
+}
+
 // isShutdownFatal reports an ErrorResponse body that announces the server
-// shutting down or crashing (FATAL or PANIC, 57P01 / 57P02).
-func isShutdownFatal(body []byte) bool {
-	var severity, code []byte
+// shutting down or crashing (FATAL or PANIC, 57P01 / 57P02), and whether it
+// could also be an administrator's pg_terminate_backend (which PostgreSQL
+// words exactly like a fast shutdown).
+func isShutdownFatal(body []byte) (shutdown, maybeTerminate bool) {
+	var severity, code, msg []byte
 	for len(body) > 0 && body[0] != 0 {
 		field := body[0]
 		v, rest, ok := cutCStringBytes(body[1:])
 		if !ok {
-			return false
+			return false, false
 		}
 		switch field {
 		case 'V':
@@ -347,11 +407,31 @@ func isShutdownFatal(body []byte) bool {
 			}
 		case 'C':
 			code = v
+		case 'M':
+			msg = v
 		}
 		body = rest
 	}
 	fatal := string(severity) == "FATAL" || string(severity) == "PANIC"
-	return fatal && (string(code) == codeAdminShutdown || string(code) == codeCrashShutdown)
+	shutdown = fatal && (string(code) == codeAdminShutdown || string(code) == codeCrashShutdown)
+	return shutdown, shutdown && string(msg) == "terminating connection due to administrator command"
+}
+
+// hidesShutdown decides whether a back end's shutdown FATAL is kept from
+// the client so the session can move: always for a crash or an immediate
+// shutdown; for "administrator command" (fast shutdown or
+// pg_terminate_backend) only while the primary is in doubt or changed, so an
+// administrator's terminate on a healthy primary still ends the session.
+func (s *session) hidesShutdown(be *backend, body []byte) bool {
+	shutdown, maybeTerminate := isShutdownFatal(body)
+	if !shutdown {
+		return false
+	}
+	if !maybeTerminate {
+		return true
+	}
+	v := s.g.currentView()
+	return v == nil || !v.fresh || v.target.Epoch != be.target.Epoch
 }
 
 // --- moving ---
@@ -419,9 +499,9 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 		code, msg = codeSerializationFailure,
 			"the primary was lost during the transaction, which was rolled back; retry it (pgbattery failover)"
 		g.stats.aborted.Add(1)
-	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0:
+	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0 && lastRequest(s.rec) != nil:
 		// Nothing of the answer reached the client: ask the new primary.
-		req := append([]byte(nil), s.rec...)
+		req := append([]byte(nil), lastRequest(s.rec)...)
 		if err := s.reattach(old, req); err != nil {
 			s.reattachFailed(err)
 			return false
@@ -615,11 +695,13 @@ func (s *session) reattach(old *backend, rerun []byte) error {
 	deadline := start.Add(g.cfg.HoldTimeout)
 	retry := reattachRetryMin
 	var lastErr error
-	for {
-		v := g.view.Load()
-		if nv := g.loadView(); nv.fresh != v.fresh || nv.target != v.target {
-			v = nv
+	for attempt := 0; ; attempt++ {
+		if attempt == 1 {
+			// Counted once per move that has to wait for a primary.
+			g.stats.held.Add(1)
+			g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
 		}
+		v := g.currentView()
 		if v.fresh {
 			be, err := s.attempt(v.target)
 			if err == nil {

@@ -69,11 +69,11 @@ type session struct {
 
 	// Migration (migrate.go). ctl guards the interrupt state shared by
 	// the forwarding goroutines and the router watcher.
-	ctl          sync.Mutex
-	intr         uint8         // intr* reasons
-	waiting      bool          // clientToServer is blocked reading the client
-	waitingQuiet bool          // ... at a quiet boundary
-	s2cDone      chan struct{} // closed when serverToClient of this back end ends
+	ctl         sync.Mutex
+	intr        uint8         // intr* reasons
+	waiting     bool          // clientToServer is blocked reading the client
+	movePending atomic.Bool   // intrMove is set (read on every ReadyForQuery)
+	s2cDone     chan struct{} // closed when serverToClient of this back end ends
 	// rec is the current autocommit request as sent, while recOK, for a
 	// re-run after a lost back end (clientToServer only).
 	rec   []byte

@@ -53,6 +53,8 @@ func TestDemo(t *testing.T) {
 	d := startDemo(t, tmp, "-base-port", strconv.Itoa(basePort))
 
 	d.waitForLine(t, 3*time.Minute, "==> Cluster ready")
+	// The what-to-do-next block ends with the Ctrl-C line.
+	d.waitForLine(t, 10*time.Second, "Ctrl-C stops every node")
 	out := d.output()
 	dir := d.match(t, `Data, configs and logs: (\S+)`)
 	if !strings.HasPrefix(dir, tmp) {

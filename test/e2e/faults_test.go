@@ -59,7 +59,7 @@ func startFaultCluster(t *testing.T, n int, cgroups bool) *faultCluster {
 	for _, p := range c.nodes[1:] {
 		c.start(p, "-join="+c.nodes[0].serfAddr())
 	}
-	waitFor(t, 3*time.Minute, "every node ready", func() bool {
+	waitFor(t, 5*time.Minute, "every node ready", func() bool {
 		for _, p := range c.nodes {
 			if p.get("/v1/health/readiness", nil) != 200 {
 				return false
@@ -153,9 +153,28 @@ func (c *faultCluster) settle(t *testing.T) *agentProc {
 		}
 		return primary != nil && replicas == len(c.nodes)-1
 	})
-	waitFor(t, 90*time.Second, "every replica in the synchronous set", func() bool {
+	// Steady: the same primary and epoch, writable, with every replica
+	// synchronous, for a few lease lengths in a row (a loaded machine can
+	// make a fresh cluster flap), and a write goes through.
+	var steadySince time.Time
+	var last statusJSON
+	waitFor(t, 3*time.Minute, "a steady primary with every replica in the synchronous set", func() bool {
 		st, ok := clusterStatus(primary)
-		return ok && st.Primary == primary.name && st.Writable && len(st.Sync.Standbys) == len(c.nodes)-1
+		good := ok && st.Primary == primary.name && st.Writable && len(st.Sync.Standbys) == len(c.nodes)-1 && role(primary) == "primary"
+		if !good {
+			steadySince = time.Time{}
+			return false
+		}
+		if steadySince.IsZero() || st.Epoch != last.Epoch {
+			last, steadySince = st, time.Now()
+			return false
+		}
+		if time.Since(steadySince) < 3*time.Second {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return execOn(ctx, t, primary, "CREATE TABLE IF NOT EXISTS settle_probe (at timestamptz); INSERT INTO settle_probe VALUES (now())") == nil
 	})
 	return primary
 }

@@ -32,9 +32,13 @@ func startFenceProbe(t *testing.T, p *agentProc) *fenceProbe {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fenceProbe{cancel: cancel, done: make(chan struct{})}
-	if err := execOn(ctx, t, p, "CREATE TABLE IF NOT EXISTS fence_probe (at timestamptz)"); err != nil {
-		t.Fatalf("creating the fence probe's table on %s: %v", p.name, err)
-	}
+	var err error
+	waitFor(t, 30*time.Second, "the fence probe's table on "+p.name, func() bool {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		err = execOn(cctx, t, p, "CREATE TABLE IF NOT EXISTS fence_probe (at timestamptz)")
+		return err == nil
+	})
 	dsn := agentDSN(t, p)
 	go func() {
 		defer close(f.done)
@@ -146,17 +150,33 @@ func TestPartitionPrimary(t *testing.T) {
 
 	heal()
 	waitFor(t, 3*time.Minute, "the old primary to rejoin as a replica after the heal", func() bool { return role(old) == "replica" })
-	want, err := timelineOf(t, newPrimary)
-	if err != nil {
-		t.Fatalf("timeline of the new primary: %v", err)
-	}
-	waitFor(t, 60*time.Second, "the old primary to stream on the new timeline", func() bool {
-		got, _ := timelineOf(t, old)
-		return got == want
-	})
 	run.finish(t, faultAt)
-	run.checkAcksOn(t, old)
-	if p := primaryOf(t, c.nodes); p != newPrimary {
-		t.Errorf("after the heal the primary is %s, want %s", p.name, newPrimary.name)
+	// The cluster may move again while it settles after the heal (raft
+	// elections); judge the end state once it is steady.
+	primary := c.settle(t)
+	if primary == old {
+		t.Logf("note: after the heal the cluster chose %s as primary again", old.name)
+	}
+	checkRejoined(t, c, primary)
+	for _, p := range c.nodes {
+		run.checkAcksOn(t, p)
+	}
+}
+
+// checkRejoined checks that every node other than primary streams on
+// primary's timeline.
+func checkRejoined(t *testing.T, c *faultCluster, primary *agentProc) {
+	t.Helper()
+	for _, p := range c.others(primary) {
+		var want, got int64
+		waitFor(t, 60*time.Second, p.name+" to stream on the primary's timeline", func() bool {
+			var err error
+			if want, err = timelineOf(t, primary); err != nil {
+				return false
+			}
+			got, _ = timelineOf(t, p)
+			return got == want
+		})
+		t.Logf("%s streams from %s on timeline %d", p.name, primary.name, got)
 	}
 }

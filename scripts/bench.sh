@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark with numbers, one after the other (they
+# measure timings, so they must not share the machine with each other).
+# Output goes to the terminal and to bench-results/<name>.txt.
+#   BENCH=gossip,failover make bench   # only some
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=bench-results
+mkdir -p "$out"
+only=${BENCH:-all}
+status=0
+
+run() {
+	local name=$1
+	shift
+	if [ "$only" != all ] && [[ ",$only," != *",$name,"* ]]; then
+		return
+	fi
+	echo "==> $name: $*"
+	if ! "$@" 2>&1 | tee "$out/$name.txt"; then
+		echo "==> $name FAILED" >&2
+		status=1
+	fi
+}
+
+export PGBATTERY_BENCH=1
+run pgctl     go test ./pgctl -run '^$' -bench CrashDetection -benchtime 30x
+run gossip    go test ./gossip -run '^$' -bench 'Detection|FalseFailed' -benchtime 1x -timeout 30m
+run raft      go test ./agent/consensus -run '^$' -bench 'ElectionAfterLeaderKill|SpuriousElections' -benchtime 30x -timeout 30m
+run sim       go test ./agent/sim -run '^$' -bench Schedule -benchtime 200x
+run gateway   go test -tags bench ./gateway -run TestGatewayBench -v -timeout 90m
+run forward   go test ./gateway -run '^$' -bench 'Forward' -benchmem
+run failover  env PGBATTERY_BENCH_OUT="$out/failover.json" go test ./test/e2e -run TestFailoverBench -v -timeout 60m
+exit $status
