@@ -113,6 +113,7 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 		Mode:             cfg.Replication.Mode,
 		MaxLagOnFailover: uint64(cfg.Replication.MaxLagOnFailover),
 		Timings:          timing,
+		BootstrapExpect:  cfg.BootstrapExpect,
 		// A probe opens a PostgreSQL connection on the node; on a loaded
 		// machine that alone can take a few hundred milliseconds.
 		ProbeTimeout: 1500 * time.Millisecond,
@@ -131,13 +132,14 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 	}
 	if c.rec != nil {
 		c.lease, err = lease.NewRunner(lease.RunnerConfig{
-			Node:    cfg.NodeName,
-			Timings: timing,
-			Clock:   c.clock,
-			State:   c.fsm,
-			Renewer: c.fwd,
-			Fencer:  c.rec,
-			Logger:  a.logger.Named("lease"),
+			Node:     cfg.NodeName,
+			Timings:  timing,
+			Clock:    c.clock,
+			State:    c.fsm,
+			Renewer:  c.fwd,
+			Fencer:   c.rec,
+			Logger:   a.logger.Named("lease"),
+			Position: c.rec.Position,
 		})
 		if err != nil {
 			c.raft.Shutdown()

@@ -58,15 +58,22 @@ type reconciler struct {
 	rewindFailures int
 	lastLogged     string
 	notStreaming   time.Time // since when a running standby is not streaming
-	role, state    string
-	writable       bool // a running primary that accepts writes
+	// streamedTLI is the highest timeline this standby's WAL receiver has
+	// reported (see standbyTimeline).
+	streamedTLI uint32
+	role, state string
+	writable    bool // a running primary that accepts writes
 	// failures counts consecutive failures of the same action, which is
 	// retried after a growing pause (a clone while the primary is still
 	// starting, say) instead of in a tight loop.
 	failures   int
 	failedAct  string
 	retryAfter time.Time
-	kick       chan struct{}
+	// slotsApplied is the slot set last made to match on this primary;
+	// lastFlush the WAL flush position last observed on it.
+	slotsApplied string
+	lastFlush    fsm.LSN
+	kick         chan struct{}
 }
 
 // gatewayHBA lets the gateways (on every node of the cluster, normally on
@@ -158,6 +165,14 @@ func (r *reconciler) wake() {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// Position is the WAL flush position last observed while primary, for the
+// lease renewals (async mode bounds a failover's loss against it).
+func (r *reconciler) Position() fsm.LSN {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastFlush
 }
 
 // Ready reports whether PostgreSQL serves its role: a primary that accepts
@@ -351,7 +366,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 	}
 	l.Running = true
 	l.SystemID = st.SystemIdentifier
-	l.Timeline = st.Timeline
+	l.Timeline = r.standbyTimeline(st)
 	l.InRecovery = st.Role == pgctl.RoleStandby
 	l.Writable = !l.InRecovery && !st.ReadOnly
 	l.Upstream = r.upstreamOf(st)
@@ -367,7 +382,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		// forked (it was ahead of the promoted node). A standby that merely
 		// lost its primary keeps its timeline and is left alone.
 		streaming := st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
-		behind := r.c.fsm.State().Timeline > st.Timeline
+		behind := r.c.fsm.State().Timeline > l.Timeline
 		r.mu.Lock()
 		switch {
 		case streaming || !behind:
@@ -380,9 +395,33 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		r.mu.Unlock()
 		r.setState(gossip.RoleReplica, pgStateRunning)
 	} else {
+		r.mu.Lock()
+		r.lastFlush = fsm.LSN(st.FlushLSN)
+		r.mu.Unlock()
 		r.setState(gossip.RolePrimary, pgStateRunning)
 	}
 	return l, st
+}
+
+// standbyTimeline is the timeline a running PostgreSQL is on. For a
+// standby without a WAL receiver (its primary just died) pgctl falls back to
+// the last checkpoint's timeline, which stays behind a timeline switch that
+// was followed by streaming until the next restartpoint: every standby would
+// then look diverged and ineligible, and failover would block. The highest
+// timeline the receiver has reported is remembered and used instead. It only
+// grows: a rewind or a re-clone moves a standby to a newer timeline, never
+// an older one. A diverged standby never streams the new timeline, so it
+// still shows the old one.
+func (r *reconciler) standbyTimeline(st *pgctl.Status) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.Role != pgctl.RoleStandby {
+		return st.Timeline
+	}
+	if w := st.WALReceiver; w != nil && w.ReceivedTLI > r.streamedTLI {
+		r.streamedTLI = w.ReceivedTLI
+	}
+	return max(st.Timeline, r.streamedTLI)
 }
 
 // upstreamOf maps the WAL receiver's sender to a member name.
@@ -440,7 +479,7 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 			}
 		}
 		r.logger.Info("cloning from the primary", "primary", act.Upstream, "addr", peer.String())
-		if err := inst.Clone(ctx, peer, pgctl.CloneOptions{}); err != nil {
+		if err := inst.Clone(ctx, peer, pgctl.CloneOptions{Slot: controller.SlotName(r.self)}); err != nil {
 			return fmt.Errorf("cloning from %s: %w", act.Upstream, err)
 		}
 		r.mu.Lock()
@@ -489,12 +528,15 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 	case controller.ActRecordFence:
 		return r.recordFence(ctx, act)
 	case controller.ActServe:
-		want := pgctl.FormatSynchronousStandbyNames(pgctl.SyncAny, act.Sync.K, act.Sync.Standbys)
+		want := r.syncNames(st, act)
 		if status == nil || status.SynchronousStandbyNames != want {
 			if _, err := inst.SetSynchronousStandbyNames(ctx, want); err != nil {
 				return fmt.Errorf("setting synchronous_standby_names: %w", err)
 			}
 			r.logger.Info("synchronous standbys set", "synchronous_standby_names", want)
+		}
+		if err := r.ensureSlots(ctx, act.Slots); err != nil {
+			return err
 		}
 		if inst.Fenced() || (status != nil && status.ReadOnly) {
 			if err := inst.SetFenced(ctx, false); err != nil {
@@ -509,6 +551,77 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		return r.rewind(ctx, st, act)
 	}
 	return fmt.Errorf("unknown action %q", act.Kind)
+}
+
+// noStandby is a synchronous standby name no node carries. In a
+// synchronous mode with no standby in the set yet, the primary lists it so
+// that commits wait (for a standby to join the set) instead of being
+// acknowledged with no copy on a promotable node.
+const noStandby = "pgbattery_none"
+
+// syncNames is the synchronous_standby_names the primary must run.
+func (r *reconciler) syncNames(st *fsm.State, act controller.Action) string {
+	if len(act.Sync.Standbys) > 0 && act.Sync.K > 0 {
+		return pgctl.FormatSynchronousStandbyNames(pgctl.SyncAny, act.Sync.K, act.Sync.Standbys)
+	}
+	mode := st.Sync.Mode
+	if mode == "" {
+		mode = r.cfg.Replication.Mode
+	}
+	others := 0
+	for name, m := range st.Members {
+		if name != r.self && !m.NoPostgres {
+			others++
+		}
+	}
+	if mode == fsm.ModeAsync || others == 0 {
+		// Asynchronous by choice, or a single-node cluster: no standby
+		// could ever hold a copy.
+		return ""
+	}
+	return pgctl.FormatSynchronousStandbyNames(pgctl.SyncAny, 1, []string{noStandby})
+}
+
+// ensureSlots makes the primary's physical replication slots match want:
+// one per other member, created before it streams; pgbattery's slots for
+// members that are gone are dropped, other slots are never touched.
+func (r *reconciler) ensureSlots(ctx context.Context, want []string) error {
+	key := strings.Join(want, ",")
+	r.mu.Lock()
+	done := r.slotsApplied == key
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	inst := r.instance()
+	have, err := inst.ReplicationSlots(ctx)
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, name := range want {
+		wanted[name] = true
+		if _, err := inst.CreateReplicationSlot(ctx, name); err != nil {
+			return fmt.Errorf("creating replication slot %s: %w", name, err)
+		}
+	}
+	for _, sl := range have {
+		if strings.HasPrefix(sl.Name, controller.SlotPrefix) && !wanted[sl.Name] && !sl.Active {
+			if _, err := inst.DropReplicationSlot(ctx, sl.Name); err != nil {
+				return fmt.Errorf("dropping replication slot %s: %w", sl.Name, err)
+			}
+			r.logger.Info("dropped the replication slot of a departed member", "slot", sl.Name)
+		}
+	}
+	r.mu.Lock()
+	r.slotsApplied = key
+	r.mu.Unlock()
+	return nil
+}
+
+// followOpts streams through this node's own slot on the primary.
+func (r *reconciler) followOpts() pgctl.FollowOptions {
+	return pgctl.FollowOptions{Slot: controller.SlotName(r.self)}
 }
 
 // start starts PostgreSQL fenced (read-only): only ActServe lifts the
@@ -616,12 +729,13 @@ func (r *reconciler) follow(ctx context.Context, st *fsm.State, act controller.A
 	if err != nil {
 		return err
 	}
-	conninfo, _ := inst.FollowTarget()
+	conninfo, slot := inst.FollowTarget()
 	// pgctl writes host='H' port='P' (quoted libpq values).
-	pointed := strings.Contains(conninfo, "host='"+peer.Host+"'") && strings.Contains(conninfo, "port='"+strconv.Itoa(peer.Port)+"'")
+	pointed := strings.Contains(conninfo, "host='"+peer.Host+"'") && strings.Contains(conninfo, "port='"+strconv.Itoa(peer.Port)+"'") &&
+		slot == r.followOpts().Slot
 	if !pointed || !inst.IsStandbyConfigured() {
 		r.logger.Info("following the primary", "primary", act.Upstream, "addr", peer.String())
-		if err := inst.Follow(ctx, peer, pgctl.FollowOptions{}); err != nil {
+		if err := inst.Follow(ctx, peer, r.followOpts()); err != nil {
 			return fmt.Errorf("following %s: %w", act.Upstream, err)
 		}
 	}
@@ -639,7 +753,7 @@ func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.A
 	}
 	r.logger.Info("rewinding to the primary's timeline", "primary", act.Upstream, "reason", act.Reason)
 	r.stop(pgctl.StopFast)
-	if err := inst.Rewind(ctx, peer, pgctl.FollowOptions{}); err != nil {
+	if err := inst.Rewind(ctx, peer, r.followOpts()); err != nil {
 		r.mu.Lock()
 		r.rewindFailures++
 		n := r.rewindFailures
@@ -757,7 +871,7 @@ func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
 	ps.Running = true
 	ps.InRecovery = st.Role == pgctl.RoleStandby
 	ps.Writable = !ps.InRecovery && !st.ReadOnly
-	ps.Timeline = st.Timeline
+	ps.Timeline = r.standbyTimeline(st)
 	ps.SystemID = st.SystemIdentifier
 	ps.Upstream = r.upstreamOf(st)
 	// Healthy means PostgreSQL answered its status queries within the

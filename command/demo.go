@@ -939,7 +939,7 @@ func (d *demo) watch(ctx context.Context, primary string) int {
 				pending = nil
 				reportedUpTo = now
 			}
-		} else if now.Sub(curSeen) < 2*time.Second && now.Sub(curSince) > demoQuietAfterChange {
+		} else if now.Sub(curSince) > demoQuietAfterChange {
 			// Writes can pause without a change of primary (a node
 			// rejoining, a change of the synchronous standbys): say so, once
 			// the pause has ended and cannot belong to a failover report.

@@ -341,7 +341,14 @@ func TestFailoverKill(t *testing.T) {
 	wantCode(t, "statement in a transaction", r.err, "40001")
 	_, err = txBusy.Exec(ctx, "SELECT 1")
 	wantCode(t, "statement in the failed transaction", err, "25P02")
-	mustExec(t, ctx, txBusy, "ROLLBACK")
+	// ROLLBACK in the extended protocol (Parse/Bind/Describe/Execute/Sync),
+	// as JDBC sends it.
+	if _, err := txBusy.PgConn().ExecParams(ctx, "ROLLBACK", nil, nil, nil, nil).Close(); err != nil {
+		t.Fatalf("extended-protocol ROLLBACK after the failover: %v", err)
+	}
+	if txBusy.PgConn().TxStatus() != 'I' {
+		t.Fatalf("transaction status %c after ROLLBACK", txBusy.PgConn().TxStatus())
+	}
 	if h := serverHost(t, ctx, txBusy); h != standby.host {
 		t.Fatalf("transaction session now on %s", h)
 	}

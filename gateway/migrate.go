@@ -572,11 +572,11 @@ func (s *session) answerLost(w inFlightWork, code, msg string, status byte) erro
 // orphanTx serves a session whose transaction died with its back end, with
 // no back end at all, until the client ends the transaction. Statements
 // get 40001 (the first, if the client has not yet been told) or 25P02;
-// ROLLBACK (and COMMIT once the client was told) is answered "ROLLBACK".
-// Extended-protocol requests always get the error (phase 1).
+// ROLLBACK (and COMMIT once the client was told) is answered "ROLLBACK", in
+// a simple Query or in an extended-protocol batch (Parse/Bind/Describe/
+// Execute of the ROLLBACK, as JDBC sends it).
 func (s *session) orphanTx(errorSent bool) error {
 	const keep = 4 << 10
-	failed := false // in an extended-protocol batch that got its error
 	txError := func() pgproto3.BackendMessage {
 		if !errorSent {
 			errorSent = true
@@ -587,24 +587,50 @@ func (s *session) orphanTx(errorSent bool) error {
 		return errorMessage("ERROR", codeInFailedTransaction,
 			"current transaction is aborted, commands ignored until end of transaction block")
 	}
+	// ends reports whether sql ends the dead transaction without an error.
+	ends := func(sql string) bool {
+		sts := sqlclass.Split(sql, nil)
+		return len(sts) == 1 && (sts[0].Kind == sqlclass.Rollback || sts[0].Kind == sqlclass.Commit && errorSent)
+	}
+	prepared := s.track.State().Prepared
+	// The extended-protocol batch in progress (up to Sync).
+	var (
+		failed     bool            // got its error; the rest is skipped
+		stmts      map[string]bool // statements parsed in this batch: ends the transaction?
+		portals    map[string]bool // portals bound in this batch
+		rolledBack bool
+	)
+	fail := func() {
+		if !failed {
+			failed = true
+			writeMessages(s.cw, txError())
+		}
+	}
 	for {
 		typ, body, err := s.nextClientMessage(keep)
 		if err != nil {
 			return err
 		}
+		if body == nil && typ != 'X' && typ != 'S' && typ != 'H' {
+			// Too large to be a ROLLBACK, or malformed.
+			if typ == 'Q' {
+				writeMessages(s.cw, txError(), &pgproto3.ReadyForQuery{TxStatus: 'E'})
+			} else {
+				fail()
+			}
+			continue
+		}
 		switch typ {
 		case 'X':
 			return errTerminated
 		case 'Q':
+			q := unsafeString(body[:max(0, len(body)-1)])
 			kind := sqlclass.Other
-			if body != nil {
-				q := unsafeString(body[:max(0, len(body)-1)])
-				if sts := sqlclass.Split(q, nil); len(sts) == 1 {
-					kind = sts[0].Kind
-				}
+			if sts := sqlclass.Split(q, nil); len(sts) == 1 {
+				kind = sts[0].Kind
 			}
 			switch {
-			case kind == sqlclass.Rollback || kind == sqlclass.Commit && errorSent:
+			case ends(q):
 				writeMessages(s.cw, &pgproto3.CommandComplete{CommandTag: []byte("ROLLBACK")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 				return s.cw.Flush()
 			case kind == sqlclass.Commit:
@@ -617,20 +643,68 @@ func (s *session) orphanTx(errorSent bool) error {
 				return s.cw.Flush()
 			}
 			writeMessages(s.cw, txError(), &pgproto3.ReadyForQuery{TxStatus: 'E'})
+		case 'P':
+			name, rest, ok := cutCStringBytes(body)
+			query, _, ok2 := cutCStringBytes(rest)
+			if failed || !ok || !ok2 || !ends(unsafeString(query)) {
+				fail()
+				continue
+			}
+			if stmts == nil {
+				stmts = map[string]bool{}
+			}
+			stmts[string(name)] = true
+			writeMessages(s.cw, &pgproto3.ParseComplete{})
+		case 'B':
+			portal, rest, ok := cutCStringBytes(body)
+			stmt, _, ok2 := cutCStringBytes(rest)
+			endsTx := stmts[string(stmt)]
+			if ps, known := prepared[string(stmt)]; !endsTx && known && len(stmt) > 0 {
+				endsTx = ends(ps.Query)
+			}
+			if failed || !ok || !ok2 || !endsTx {
+				fail()
+				continue
+			}
+			if portals == nil {
+				portals = map[string]bool{}
+			}
+			portals[string(portal)] = true
+			writeMessages(s.cw, &pgproto3.BindComplete{})
+		case 'D':
+			if failed || len(body) < 2 {
+				fail()
+				continue
+			}
+			if body[0] == 'S' {
+				writeMessages(s.cw, &pgproto3.ParameterDescription{})
+			}
+			writeMessages(s.cw, &pgproto3.NoData{})
+		case 'E':
+			portal, _, _ := cutCStringBytes(body)
+			if failed || !portals[string(portal)] {
+				fail()
+				continue
+			}
+			rolledBack = true
+			writeMessages(s.cw, &pgproto3.CommandComplete{CommandTag: []byte("ROLLBACK")})
+		case 'C':
+			if !failed {
+				writeMessages(s.cw, &pgproto3.CloseComplete{})
+			}
 		case 'S':
+			if rolledBack && !failed {
+				writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+				return s.cw.Flush()
+			}
+			failed, stmts, portals, rolledBack = false, nil, nil, false
+			writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'E'})
+		case 'F':
+			fail()
 			failed = false
 			writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'E'})
 		case 'H':
 			// Flush: nextClientMessage flushes before reading.
-		case 'P', 'B', 'E', 'D', 'C', 'F':
-			if !failed {
-				failed = true
-				writeMessages(s.cw, txError())
-			}
-			if typ == 'F' {
-				failed = false
-				writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'E'})
-			}
 		default:
 			// Stray COPY messages: ignored, as the server does outside COPY.
 		}

@@ -158,6 +158,8 @@ func newHarness(in []byte, maxMsg int) (*session, *backend, *bytes.Buffer) {
 	// The end of the input is the end of the session, not a lost back end
 	// (which would add a FATAL 08006 to the output).
 	s.stopping.Store(true)
+	// A fresh primary in the session's epoch: requests are not held.
+	s.g.view.Store(&routeView{fresh: true, changed: make(chan struct{})})
 	return s, be, out
 }
 

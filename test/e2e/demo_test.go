@@ -64,19 +64,27 @@ func TestDemo(t *testing.T) {
 	if want := fmt.Sprintf("port=%d", basePort); !strings.Contains(conninfo, want) {
 		t.Fatalf("printed psql command %q does not use the first gateway (%s)", conninfo, want)
 	}
-	pid, _ := strconv.Atoi(d.match(t, `kill -9 (\d+)`))
-	if pid <= 0 {
+	if d.match(t, `kill -9 (\d+)`) == "" {
 		t.Fatalf("no pid to kill in the demo's output:\n%s", out)
 	}
 
-	runPsql(t, psql, conninfo, "CREATE TABLE newcomer (id int PRIMARY KEY, note text)")
-	runPsql(t, psql, conninfo, "INSERT INTO newcomer SELECT g, 'before failover' FROM generate_series(1, 100) g")
+	// Idempotent statements, retried for a bounded time: on an overloaded
+	// machine the cluster may fail over by itself right after it is ready,
+	// and a newcomer would simply run the command again.
+	retryPsql(t, psql, conninfo, "CREATE TABLE IF NOT EXISTS newcomer (id int PRIMARY KEY, note text)")
+	retryPsql(t, psql, conninfo, "INSERT INTO newcomer SELECT g, 'before failover' FROM generate_series(1, 100) g ON CONFLICT DO NOTHING")
 
-	// Kill the primary exactly as the output says.
+	// Kill the primary as the output says: the pid is printed after
+	// "kill -9" and, should the primary have changed since, in the newest
+	// status line ("primary nodeN (pid P)").
+	d.waitForLine(t, 30*time.Second, "primary node")
+	m := regexp.MustCompile(`primary node\d+ \(pid (\d+)\)`).FindAllStringSubmatch(d.output(), -1)
+	pid, _ := strconv.Atoi(m[len(m)-1][1])
+	mark := d.lineCount()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %d: %v", pid, err)
 	}
-	report := d.waitForLine(t, 90*time.Second, "==> Failover:")
+	report := d.waitForLineAfter(t, 90*time.Second, "==> Failover:", mark)
 	if !regexp.MustCompile(`write gap \d+\.\d+s`).MatchString(report) {
 		t.Fatalf("failover report without a measured write gap: %q", report)
 	}
@@ -94,7 +102,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("rows after failover: %q, want 101", got)
 	}
 	// The killed node comes back and rejoins.
-	d.waitForLine(t, 60*time.Second, "==> restarted node")
+	d.waitForLineAfter(t, 60*time.Second, "==> restarted node", mark)
 
 	pids := demoProcesses(dir)
 	if len(pids) == 0 {
@@ -195,6 +203,14 @@ func startDemo(t *testing.T, tmpdir string, args ...string) *demoProc {
 		close(d.done)
 	}()
 	t.Cleanup(func() {
+		if dir := d.demoDir(); t.Failed() && dir != "" {
+			// Ctrl-C removes the directory: show the agents' logs first.
+			logs, _ := filepath.Glob(filepath.Join(dir, "node*", "agent.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				t.Logf("%s (last 60 lines):\n%s", l, lastLines(string(b), 60))
+			}
+		}
 		select {
 		case <-d.done:
 		default:
@@ -243,14 +259,26 @@ func (d *demoProc) match(t *testing.T, re string) string {
 	return m[1]
 }
 
-// waitForLine waits for a line containing s that was not returned before,
-// and returns it.
+// waitForLine waits for a line containing s and returns the first one.
 func (d *demoProc) waitForLine(t *testing.T, timeout time.Duration, s string) string {
+	t.Helper()
+	return d.waitForLineAfter(t, timeout, s, 0)
+}
+
+func (d *demoProc) lineCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.lines)
+}
+
+// waitForLineAfter waits for a line containing s among the lines after
+// the first skip ones, and returns it.
+func (d *demoProc) waitForLineAfter(t *testing.T, timeout time.Duration, s string, skip int) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		d.mu.Lock()
-		for _, l := range d.lines {
+		for _, l := range d.lines[min(skip, len(d.lines)):] {
 			if strings.Contains(l, s) {
 				d.mu.Unlock()
 				return l
@@ -343,11 +371,20 @@ func psqlOutput(psql, conninfo, sql string) (string, error) {
 	return s, nil
 }
 
-func runPsql(t *testing.T, psql, conninfo, sql string) string {
+// retryPsql runs an idempotent statement until it succeeds, for at most a
+// minute, logging every failure.
+func retryPsql(t *testing.T, psql, conninfo, sql string) {
 	t.Helper()
-	s, err := psqlOutput(psql, conninfo, sql)
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := psqlOutput(psql, conninfo, sql)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		t.Logf("retrying: %v", err)
+		time.Sleep(time.Second)
 	}
-	return s
 }

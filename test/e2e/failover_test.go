@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgbattery/pgbattery/agent/api"
 )
 
 func TestFailoverScenarios(t *testing.T) {
@@ -110,12 +112,22 @@ func testKillPostgres(t *testing.T, c *faultCluster) {
 	st, _ := clusterStatus(c.running()[0])
 	t.Logf("PostgreSQL of %s killed: a writable primary (%s, epoch %d, was %d) after %s", old.name, st.Primary, st.Epoch, before.Epoch, writable)
 	if st.Epoch > before.Epoch {
-		h := history(t, c.running()[0])
-		last := h[len(h)-1]
-		if last.To == old.name || last.Epoch != st.Epoch {
-			t.Errorf("last history entry %+v after a failover away from %s", last, old.name)
+		// The failover that followed the kill was decided on the
+		// released lease, not on its expiry and the hold-down.
+		var first *api.Transition
+		for _, tr := range history(t, c.running()[0]) {
+			if tr.Epoch == before.Epoch+1 {
+				first = &tr
+			}
 		}
-		t.Logf("failover recorded: %s -> %s: %s", last.From, last.To, last.Reason)
+		switch {
+		case first == nil:
+			t.Errorf("no history entry for epoch %d", before.Epoch+1)
+		case first.Kind != "failover" || first.From != old.name || !strings.Contains(first.Reason, "released"):
+			t.Errorf("the failover after PostgreSQL died on %s was not decided on the released lease: %+v", old.name, *first)
+		default:
+			t.Logf("failover recorded: %s -> %s: %s", first.From, first.To, first.Reason)
+		}
 	}
 }
 

@@ -291,20 +291,32 @@ func TestOperatorCommands(t *testing.T) {
 		if out, code := opCLI(t, follower, 30*time.Second, "operator", "raft", "remove-peer", "-id=nosuch"); code != 1 || !strings.Contains(out, "404") {
 			t.Errorf("remove-peer of an unknown ID: exit %d, want 1 with a 404: %s", code, out)
 		}
-		// Name a target that is not the current leader; ask a node that is
-		// not the leader either when there is one, so the request is forwarded.
+		// Name a target that is neither the current leader nor the
+		// PostgreSQL primary (the agents hand raft leadership away from the
+		// primary by design); ask another node, so the request is forwarded.
 		var target, via *agentProc
 		for _, p := range nodes {
-			if p.name == before.Raft.Leader {
-				continue
-			}
-			if target == nil {
+			switch {
+			case p.name != before.Raft.Leader && p.name != before.Primary && target == nil:
 				target = p
-			} else {
+			case via == nil && p.name != before.Raft.Leader:
 				via = p
 			}
 		}
-		out, code := opCLI(t, via, 30*time.Second, "operator", "raft", "transfer-leader", "-id="+target.name)
+		if target == nil || via == nil || target == via {
+			t.Skipf("no suitable target/via pair (leader %s, primary %s)", before.Raft.Leader, before.Primary)
+		}
+		// A raft election under load can leave a moment with no leader:
+		// the API then answers 503, and the operator tries again.
+		var out string
+		var code int
+		for attempt := 0; attempt < 10; attempt++ {
+			out, code = opCLI(t, via, 30*time.Second, "operator", "raft", "transfer-leader", "-id="+target.name)
+			if code == 0 || !strings.Contains(out, "503") {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		if code != 0 || !strings.Contains(out, "to "+target.name) {
 			t.Fatalf("transfer-leader -id=%s via %s: exit %d: %s", target.name, via.name, code, out)
 		}
