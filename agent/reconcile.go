@@ -384,6 +384,11 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		streaming := st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
 		behind := r.c.fsm.State().Timeline > l.Timeline
 		r.mu.Lock()
+		// A standby has no slots of its own (a clone or rewind drops
+		// them): when it is promoted again they must be created afresh,
+		// not skipped because this node applied the same set in an
+		// earlier term as primary.
+		r.slotsApplied = ""
 		switch {
 		case streaming || !behind:
 			r.notStreaming = time.Time{}

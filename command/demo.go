@@ -826,9 +826,17 @@ func (d *demo) printNextSteps(primary string) {
 	n := d.node(primary)
 	first := d.list[0]
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nConnect through the gateway (every node's gateway routes writes to the primary):\n")
-	fmt.Fprintf(&b, "    psql \"host=127.0.0.1 port=%d user=%s dbname=%s\"\n", first.ports.Gateway, demoRole, demoDatabase)
-	fmt.Fprintf(&b, "    (read-only, routed to a replica: port %d)  The probe writes to table %s.\n", first.ports.GatewayReadOnly, demoTable)
+	// Every node's gateway routes to the primary; listing them all lets
+	// libpq skip a node that is down (the killed one, say).
+	hosts := make([]string, len(d.list))
+	ports := make([]string, len(d.list))
+	for i, o := range d.list {
+		hosts[i], ports[i] = "127.0.0.1", strconv.Itoa(o.ports.Gateway)
+	}
+	fmt.Fprintf(&b, "\nConnect through the gateway (each node's gateway routes to the primary; psql tries them in turn):\n")
+	fmt.Fprintf(&b, "    psql \"host=%s port=%s user=%s dbname=%s\"\n", strings.Join(hosts, ","), strings.Join(ports, ","), demoRole, demoDatabase)
+	fmt.Fprintf(&b, "    (one node's gateway: port %d; read-only, routed to a replica: port %d.)  The probe writes to table %s.\n",
+		first.ports.Gateway, first.ports.GatewayReadOnly, demoTable)
 	fmt.Fprintf(&b, "See the cluster:\n")
 	fmt.Fprintf(&b, "    %s status -http-addr=%s\n", d.cliName, first.httpAddr())
 	fmt.Fprintf(&b, "    %s members -http-addr=%s\n", d.cliName, first.httpAddr())

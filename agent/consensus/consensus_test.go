@@ -104,8 +104,17 @@ func TestApplyOnFollowerNamesLeader(t *testing.T) {
 			t.Fatalf("apply on follower: %v, want ErrNotLeader naming %s", err, leader.cfg.NodeID)
 		}
 	}
-	// The FSM's error comes back as the error.
-	if _, err := leader.node.Apply(ctxTimeout(t, 5*time.Second), []byte("no equals sign")); err == nil || !strings.Contains(err.Error(), "bad entry") {
+	// The FSM's error comes back as the error. Leadership may move under
+	// load while the entry commits; then ask the new leader (bounded).
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		_, err = leader.node.Apply(ctxTimeout(t, 5*time.Second), []byte("no equals sign"))
+		if err == nil || !strings.Contains(err.Error(), "leadership lost") && !errors.Is(err, ErrNotLeader) {
+			break
+		}
+		leader = waitLeader(t, nodes, 10*time.Second)
+	}
+	if err == nil || !strings.Contains(err.Error(), "bad entry") {
 		t.Fatalf("apply of a bad entry: %v, want the FSM's error", err)
 	}
 	resp, err := leader.node.Apply(ctxTimeout(t, 5*time.Second), []byte("x=1"))

@@ -224,6 +224,9 @@ func newCluster(t testing.TB, n int, opts ...nodeOpt) []*testNode {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	// Every wait here is for something that must happen; on a starved
+	// machine it just takes longer.
+	timeout = max(timeout, slowMachineWait)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -237,6 +240,10 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 // node agrees on it.
 func waitLeader(t testing.TB, nodes []*testNode, timeout time.Duration) *testNode {
 	t.Helper()
+	// Elections take a few hundred milliseconds on an idle machine and
+	// many seconds on a starved one (CI runs every package at once, under
+	// the race detector): the bound is generous, the assertion unchanged.
+	timeout = max(timeout, slowMachineWait)
 	var leader *testNode
 	waitFor(t, timeout, "one leader all nodes agree on", func() bool {
 		leader = nil
@@ -267,6 +274,10 @@ func waitLeader(t testing.TB, nodes []*testNode, timeout time.Duration) *testNod
 	return leader
 }
 
+// slowMachineWait bounds waits for something that must happen (a leader,
+// an apply) on a loaded machine.
+const slowMachineWait = 60 * time.Second
+
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -277,7 +288,7 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 // moves (bounded).
 func apply(t testing.TB, nodes []*testNode, kv string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(slowMachineWait)
 	for {
 		leader := waitLeader(t, nodes, 10*time.Second)
 		_, err := leader.node.Apply(ctxTimeout(t, 5*time.Second), []byte(kv))

@@ -52,7 +52,7 @@ func testKillPrimaryNode(t *testing.T, c *faultCluster) {
 	faultAt := run.cfg.Clock.Now()
 	killNode(t, old)
 	newPrimary := c.waitNewPrimary(t, old, 60*time.Second)
-	time.Sleep(2 * time.Second) // writes after the failover
+	c.waitWritable(t, 60*time.Second)
 	run.finish(t, faultAt)
 
 	st, ok := clusterStatus(newPrimary)
@@ -106,7 +106,7 @@ func testKillPostgres(t *testing.T, c *faultCluster) {
 		}
 		return false
 	})
-	time.Sleep(2 * time.Second)
+	c.waitWritable(t, 60*time.Second)
 	run.finish(t, faultAt)
 
 	st, _ := clusterStatus(c.running()[0])
@@ -258,6 +258,7 @@ func testKillRaftLeader(t *testing.T, c *faultCluster) {
 	}
 	leader := c.byName(before.Raft.Leader)
 	histBefore := len(history(t, primary))
+	lapsedBefore := strings.Count(primary.logs(), "primary lease lapsed")
 
 	killNode(t, leader)
 	waitFor(t, 30*time.Second, "a new raft leader", func() bool {
@@ -273,16 +274,24 @@ func testKillRaftLeader(t *testing.T, c *faultCluster) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	wctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := execOn(wctx, t, primary, "CREATE TABLE IF NOT EXISTS leader_kill (id int); INSERT INTO leader_kill VALUES (1)"); err != nil {
-		t.Errorf("write on the primary after the raft leader died: %v", err)
-	}
+	// The primary may have fenced for a moment if its lease could not be
+	// renewed during the election (it serves again under the same epoch);
+	// it must take writes again.
+	var werr error
+	waitFor(t, 60*time.Second, "a write on the same primary after the raft leader died", func() bool {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		werr = execOn(wctx, t, primary, "CREATE TABLE IF NOT EXISTS leader_kill (id int); INSERT INTO leader_kill VALUES (1)")
+		return werr == nil
+	})
 	if h := history(t, primary); len(h) != histBefore {
 		t.Errorf("history grew from %d to %d entries: %+v", histBefore, len(h), h[len(h)-1])
 	}
-	if role(primary) != "primary" {
-		t.Errorf("%s is no longer the primary", primary.name)
+	if st, ok := clusterStatus(primary); !ok || st.Primary != before.Primary || st.Epoch != before.Epoch || role(primary) != "primary" {
+		t.Errorf("after the raft leader died: primary %s epoch %d (role %q), was %s epoch %d", st.Primary, st.Epoch, role(primary), before.Primary, before.Epoch)
+	}
+	if strings.Count(primary.logs(), "primary lease lapsed") > lapsedBefore {
+		t.Logf("note: %s fenced for a while during the raft election (its lease lapsed), without a failover", primary.name)
 	}
 	c.restart(leader)
 	c.settle(t)
@@ -311,7 +320,9 @@ func testSwitchoverStorm(t *testing.T, c *faultCluster) {
 		var code int
 		waitFor(t, 90*time.Second, "a switchover the cluster accepts", func() bool {
 			out, code = opCLI(t, from, 90*time.Second, "switchover", "-to", to.name, "-wait")
-			return code == 0 || !strings.Contains(out, "409")
+			// 409: the target is not caught up yet; 503: the raft
+			// leader moved while the request was forwarded.
+			return code == 0 || !(strings.Contains(out, "409") || strings.Contains(out, "503"))
 		})
 		if code != 0 && strings.Contains(out, "404") && strings.Contains(out, "page not found") {
 			t.Skipf("the agent has no switchover endpoint yet: %s", out)

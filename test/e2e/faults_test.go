@@ -347,6 +347,27 @@ func (c *faultCluster) waitNewPrimary(t *testing.T, old *agentProc, timeout time
 	return found
 }
 
+// waitWritable waits until a client following the writable primary (the
+// multi-host DSN) gets a write acknowledged, then a little longer so that a
+// workload running alongside gets its own acknowledged after the fault.
+func (c *faultCluster) waitWritable(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	dsn := c.dsn(t)
+	var err error
+	waitFor(t, timeout, "a write acknowledged by the cluster", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var conn *pgx.Conn
+		if conn, err = pgx.Connect(ctx, dsn); err != nil {
+			return false
+		}
+		defer conn.Close(context.Background())
+		_, err = conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS settle_probe (at timestamptz); INSERT INTO settle_probe VALUES (now())")
+		return err == nil
+	})
+	time.Sleep(2 * time.Second)
+}
+
 // appendRun is an append workload through the multi-host DSN, stopped by
 // the test.
 type appendRun struct {

@@ -148,6 +148,7 @@ func TestPartitionPrimary(t *testing.T) {
 		t.Errorf("the partitioned primary's log says nothing about fencing")
 	}
 
+	c.waitWritable(t, 60*time.Second)
 	heal()
 	waitFor(t, 3*time.Minute, "the old primary to rejoin as a replica after the heal", func() bool { return role(old) == "replica" })
 	run.finish(t, faultAt)
