@@ -55,6 +55,7 @@ type reconciler struct {
 
 	mu             sync.Mutex
 	died           bool // the postmaster died and was not restarted since
+	diedPID        int  // the postmaster whose death set died, counted once
 	rewindFailures int
 	lastLogged     string
 	notStreaming   time.Time // since when a running standby is not streaming
@@ -143,7 +144,7 @@ func (r *reconciler) newInstance(creds clusterCreds) error {
 		Superuser:   pgctl.Credentials{Password: creds.Superuser},
 		Replication: pgctl.Credentials{Password: creds.Replication},
 		Logger:      r.logger,
-		OnExit:      func(pgctl.ExitStatus) { r.wake() },
+		OnExit:      r.onExit,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring PostgreSQL: %w", err)
@@ -268,18 +269,29 @@ func (r *reconciler) shutdown() {
 	}
 }
 
+// onExit records a postmaster's death the moment pgctl reaps it (OnExit),
+// before the loop next observes: a step that saw the postmaster still
+// running and then found it gone must not mistake a crash for "not started
+// yet", or a primary would restart in place instead of releasing its lease.
+func (r *reconciler) onExit(st pgctl.ExitStatus) {
+	if !st.Expected {
+		r.mu.Lock()
+		if !r.died && r.diedPID != st.PID {
+			r.died = true
+			r.diedPID = st.PID
+			metrics.IncrCounter([]string{"postgres", "crashes"}, 1)
+			r.logger.Error("PostgreSQL died", "exit", st.String(), "noticed_after", time.Since(st.At))
+		}
+		r.mu.Unlock()
+	}
+	r.wake()
+}
+
 // step observes, asks Desired, and acts once. It reports whether it carried
 // out an action that may have changed what Desired says next.
 func (r *reconciler) step(ctx context.Context) bool {
-	inst := r.instance()
-	if pm := inst.Postmaster(); pm != nil && pm.Exited() && !pm.ExitStatus().Expected {
-		r.mu.Lock()
-		if !r.died {
-			r.died = true
-			metrics.IncrCounter([]string{"postgres", "crashes"}, 1)
-			r.logger.Error("PostgreSQL died", "exit", pm.ExitStatus().String(), "noticed_after", time.Since(pm.ExitStatus().At))
-		}
-		r.mu.Unlock()
+	if pm := r.instance().Postmaster(); pm != nil && pm.Exited() {
+		r.onExit(pm.ExitStatus())
 	}
 	st := r.c.fsm.State()
 	local, status := r.observe(ctx)

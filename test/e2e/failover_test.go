@@ -159,10 +159,14 @@ func testKillStandbys(t *testing.T, c *faultCluster) {
 	// receiver paused; its agent and raft stay up): a commit waits in
 	// SyncRep, is not acknowledged, and completes once the standby acks
 	// again. Quorum mode must not drop to asynchronous meanwhile.
-	wr, err := queryOn[int](t, standbys[1], "SELECT coalesce(max(pid), 0) FROM pg_stat_wal_receiver")
-	if err != nil || wr == 0 {
-		t.Fatalf("the WAL receiver of %s: pid %d (%v)", standbys[1].name, wr, err)
-	}
+	// The receiver may be restarting (re-pointed at the sync change):
+	// wait for it to stream.
+	var wr int
+	waitFor(t, 60*time.Second, "the WAL receiver of "+standbys[1].name+" to stream", func() bool {
+		pid, err := queryOn[int](t, standbys[1], "SELECT coalesce(max(pid), 0) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+		wr = pid
+		return err == nil && pid != 0
+	})
 	syscall.Kill(wr, syscall.SIGSTOP)
 	resumed := false
 	resume := func() {

@@ -121,8 +121,10 @@ func (p *agentProc) start(flags ...string) {
 		p.t.Fatalf("starting agent %s: %v", p.name, err)
 	}
 	p.cmd = cmd
-	p.waitErr = make(chan error, 1)
-	go func() { p.waitErr <- cmd.Wait() }()
+	// The goroutine gets its own channel: a restart replaces p.waitErr.
+	done := make(chan error, 1)
+	p.waitErr = done
+	go func() { done <- cmd.Wait() }()
 	p.t.Cleanup(func() {
 		p.kill()
 		if p.t.Failed() {
