@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -54,6 +57,34 @@ type cluster struct {
 // primary, so a cluster whose other servers keep failing does not churn.
 const leadershipTransferEvery = 30 * time.Second
 
+// clusterTLS is the mutual TLS configuration of the agents' own traffic
+// (raft) when the tls block names a CA, a certificate and a key: every peer
+// must present a certificate the cluster CA issued.
+func clusterTLS(t config.TLSConfig) (*tls.Config, error) {
+	if t.CAFile == "" || t.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the agent's TLS certificate %s: %w", t.CertFile, err)
+	}
+	pem, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the cluster CA %s: %w", t.CAFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the cluster CA file %s holds no PEM certificate", t.CAFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
 // leaseTimings derives the lease timings from the configuration and the
 // raft timings, and validates them against each other.
 func leaseTimings(cfg *config.RuntimeConfig) (lease.Timings, error) {
@@ -86,7 +117,12 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 		timing: timing,
 	}
 	c.fsm = fsm.New(a.logger.Named("fsm"))
+	raftTLS, err := clusterTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
 	c.raft, err = consensus.New(consensus.Config{
+		TLS:             raftTLS,
 		NodeID:          cfg.NodeName,
 		NodeName:        cfg.NodeName,
 		DataDir:         cfg.DataDir,
