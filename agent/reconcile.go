@@ -294,7 +294,14 @@ func (r *reconciler) step(ctx context.Context) bool {
 		r.onExit(pm.ExitStatus())
 	}
 	st := r.c.fsm.State()
-	local, status := r.observe(ctx)
+	local, status, ok := r.observe(ctx)
+	if !ok {
+		// PostgreSQL was running but did not answer: it may be dying this
+		// very moment. Acting on a half observation could restart a crashed
+		// primary in place instead of releasing its lease; look again once
+		// pgctl has reaped it or it answers.
+		return false
+	}
 	act := controller.Desired(st, r.self, local)
 	if s := act.String(); s != r.lastLogged {
 		r.logger.Info("reconciling", "action", s, "epoch", act.Epoch)
@@ -336,7 +343,7 @@ func (r *reconciler) step(ctx context.Context) bool {
 }
 
 // observe reads the local PostgreSQL into controller.Local.
-func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Status) {
+func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Status, bool) {
 	inst := r.instance()
 	r.mu.Lock()
 	l := controller.Local{Died: r.died, RewindFailures: r.rewindFailures}
@@ -363,7 +370,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		} else {
 			r.setState(gossip.RoleUnknown, pgStateStopped)
 		}
-		return l, nil
+		return l, nil, true
 	}
 	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
@@ -374,7 +381,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		r.logger.Warn("reading PostgreSQL status", "error", err)
 		r.setState(gossip.RoleUnknown, gossip.PGStarting)
 		l.InRecovery = inst.IsStandbyConfigured()
-		return l, nil
+		return l, nil, false
 	}
 	l.Running = true
 	l.SystemID = st.SystemIdentifier
@@ -417,7 +424,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		r.mu.Unlock()
 		r.setState(gossip.RolePrimary, pgStateRunning)
 	}
-	return l, st
+	return l, st, true
 }
 
 // standbyTimeline is the timeline a running PostgreSQL is on. For a
