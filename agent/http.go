@@ -92,8 +92,6 @@ func (s *httpServer) Listen(addr string) error {
 	return nil
 }
 
-func (s *httpServer) Addr() string { return s.ln.Addr().String() }
-
 func (s *httpServer) Serve() error {
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
