@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -56,6 +57,7 @@ type Agent struct {
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{} // closed when the agent has stopped
 	leaveOnce    sync.Once
+	leaving      atomic.Bool // set once Leave starts: gossip tag updates stop
 }
 
 // New checks the configuration against the machine and prepares an agent.
@@ -114,6 +116,14 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 
 	a.http = newHTTPServer(a.logger.Named("http"), cfg.ACL.Token, cfg.ACL.ReadsRequireToken, a.routes())
+	a.http.setRateLimit(cfg.Limits.HTTPMaxRPS, cfg.Limits.HTTPBurst)
+	if httpTLSEnabled(cfg) {
+		tc, err := httpServerTLS(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		a.http.setTLS(tc)
+	}
 	if err := a.http.Listen(net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.HTTP))); err != nil {
 		return err
 	}
@@ -239,7 +249,9 @@ func (a *Agent) initialTags(cfg *config.RuntimeConfig) map[string]string {
 
 // pgStateChanged publishes the supervisor's view of PostgreSQL in gossip.
 func (a *Agent) pgStateChanged(role, state string) {
-	if a.gossip == nil {
+	if a.gossip == nil || a.leaving.Load() {
+		// After a leave serf waits out its broadcast timeout for a tag
+		// update nobody will receive.
 		return
 	}
 	if err := a.gossip.UpdateTags(map[string]string{gossip.TagRole: role, gossip.TagPG: state}); err != nil {
@@ -280,6 +292,12 @@ func (a *Agent) consumeGossipEvents(ctx context.Context) {
 func (a *Agent) Leave(ctx context.Context) error {
 	var err error
 	a.leaveOnce.Do(func() {
+		if a.cluster != nil && a.cluster.rec != nil {
+			// A primary hands over first: the cluster can fail over
+			// while this node leaves gossip and stops.
+			a.cluster.rec.handOver()
+		}
+		a.leaving.Store(true)
 		if a.gossip != nil {
 			err = a.gossip.Leave(ctx)
 		}

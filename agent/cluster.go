@@ -50,7 +50,8 @@ type cluster struct {
 	fwd    *forwarder
 	timing lease.Timings
 
-	lastTransfer time.Time // of raft leadership away from the primary
+	lastTransfer      time.Time // of raft leadership away from the primary
+	lastTransferEpoch uint64    // the primary epoch it was made in
 }
 
 // leadershipTransferEvery rate-limits handing raft leadership away from the
@@ -153,6 +154,10 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 		// A probe opens a PostgreSQL connection on the node; on a loaded
 		// machine that alone can take a few hundred milliseconds.
 		ProbeTimeout: 1500 * time.Millisecond,
+		// The old primary drains for up to switchover.drain_timeout
+		// before it fences and releases its lease (agent/gateway.go).
+		SwitchoverTimeout: switchoverTimeout(cfg.Switchover.DrainTimeout),
+		WallClock:         time.Now,
 	}, controller.Deps{
 		Clock:    c.clock,
 		State:    c.fsm,
@@ -206,6 +211,7 @@ func (c *cluster) start() {
 	}
 	c.a.goRun("membership", c.runMembership)
 	c.a.goRun("fsm-watch", c.watchState)
+	c.a.goRun("cluster-metrics", c.emitMetrics)
 }
 
 // watchState keeps gossip in step with the cluster state: the primary is
@@ -309,7 +315,13 @@ func (c *cluster) runMembership(ctx context.Context) {
 func (c *cluster) keepLeadershipOffPrimary(ctx context.Context) {
 	st := c.fsm.State()
 	self := c.a.config().NodeName
-	if st.Primary != self || !st.PrimaryReady() || time.Since(c.lastTransfer) < leadershipTransferEvery {
+	if st.Primary != self || !st.PrimaryReady() {
+		return
+	}
+	// Once per new primary at once (a failover often leaves the raft
+	// leader and the new primary on one node, and a node's death then
+	// costs an election on top of the hold-down); otherwise rate-limited.
+	if st.Epoch == c.lastTransferEpoch && time.Since(c.lastTransfer) < leadershipTransferEvery {
 		return
 	}
 	voters := 0
@@ -321,7 +333,7 @@ func (c *cluster) keepLeadershipOffPrimary(ctx context.Context) {
 	if voters < 2 {
 		return // a transfer would leave no majority to fall back on
 	}
-	c.lastTransfer = time.Now()
+	c.lastTransfer, c.lastTransferEpoch = time.Now(), st.Epoch
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := c.raft.LeadershipTransfer(tctx); err != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,15 +41,24 @@ type forwarder struct {
 
 func (f *forwarder) client() *http.Client {
 	f.once.Do(func() {
-		f.hc = &http.Client{
-			Timeout: forwardTimeout,
-			Transport: &http.Transport{
-				DialContext:           (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConnsPerHost:   4,
-				IdleConnTimeout:       90 * time.Second,
-				ResponseHeaderTimeout: forwardTimeout,
-			},
+		tr := &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost:   4,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: forwardTimeout,
+			TLSHandshakeTimeout:   forwardTimeout,
 		}
+		if cfg := f.c.a.config(); httpTLSEnabled(cfg) {
+			tc, err := peerHTTPTLS(cfg.TLS)
+			if err != nil {
+				// The agent checked the same files at start-up; calls
+				// fail (and say why) rather than fall back to plaintext.
+				f.c.a.logger.Error("configuring TLS for calls to other agents", "error", err)
+				tc = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			tr.TLSClientConfig = tc
+		}
+		f.hc = &http.Client{Timeout: forwardTimeout, Transport: tr}
 	})
 	return f.hc
 }
@@ -73,7 +83,7 @@ func (f *forwarder) apply(ctx context.Context, cmd fsm.Command) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+addr+"/v1/internal/apply", bytes.NewReader(data))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, f.url(addr, "/v1/internal/apply"), bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
@@ -139,7 +149,7 @@ func (f *forwarder) probe(ctx context.Context, m *fsm.Member) (controller.PGStat
 			return st, err
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/internal/pg-status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url(addr, "/v1/internal/pg-status"), nil)
 	if err != nil {
 		return st, err
 	}
@@ -180,6 +190,10 @@ func (a *Agent) handleInternalApply(w http.ResponseWriter, r *http.Request) (any
 	}
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, HTTPError{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("command larger than %d bytes", mbe.Limit)}
+		}
 		return nil, badRequest("reading command: %v", err)
 	}
 	if _, err := fsm.Decode(data); err != nil {

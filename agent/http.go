@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,8 +49,14 @@ type endpoint func(w http.ResponseWriter, r *http.Request) (any, error)
 type route struct {
 	method string // "GET", "PUT", ...; several allowed with "GET,PUT"
 	path   string // exact path, or prefix when it ends in "/"
-	write  bool   // needs the ACL token
-	fn     endpoint
+	// write: the route's mutating methods (all but GET and HEAD) need the
+	// ACL token; its reads are reads like any other.
+	write bool
+	// open: served without a token even when reads need one. Only for the
+	// web UI's static files, which hold no cluster data and must load so
+	// that the page can ask for the token.
+	open bool
+	fn   endpoint
 }
 
 // httpServer serves the agent's HTTP API.
@@ -60,7 +67,18 @@ type httpServer struct {
 	mux       *http.ServeMux
 	srv       *http.Server
 	ln        net.Listener
+	// limiter bounds each client's request rate (nil: no limit); tlsConf
+	// serves the API over TLS (nil: plain HTTP). Set before Listen.
+	limiter *rateLimiter
+	tlsConf *tls.Config
 }
+
+// setRateLimit limits every client IP to rps requests per second with the
+// given burst; rps 0 turns the limit off.
+func (s *httpServer) setRateLimit(rps float64, burst int) { s.limiter = newRateLimiter(rps, burst) }
+
+// setTLS makes Listen serve TLS with c.
+func (s *httpServer) setTLS(c *tls.Config) { s.tlsConf = c }
 
 func newHTTPServer(logger hclog.Logger, token string, readsRequireToken bool, routes []route) *httpServer {
 	s := &httpServer{logger: logger, token: token, readToken: readsRequireToken, mux: http.NewServeMux()}
@@ -68,6 +86,11 @@ func newHTTPServer(logger hclog.Logger, token string, readsRequireToken bool, ro
 		s.mux.Handle(rt.path, s.wrap(rt))
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A browser pointed at the agent gets the web UI, as in Consul.
+		if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			http.Redirect(w, r, uiPath, http.StatusFound)
+			return
+		}
 		writeError(w, HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("no such endpoint: %s", r.URL.Path)})
 	})
 	s.srv = &http.Server{
@@ -88,6 +111,9 @@ func (s *httpServer) Listen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("starting HTTP API on %s: %w", addr, err)
 	}
+	if s.tlsConf != nil {
+		ln = tls.NewListener(ln, s.tlsConf)
+	}
 	s.ln = ln
 	return nil
 }
@@ -106,6 +132,13 @@ func (s *httpServer) wrap(rt route) http.Handler {
 	methods := strings.Split(rt.method, ",")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// API answers are live state: no browser or proxy may keep them.
+		// (The web UI's files set their own caching.)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if s.limited(w, r) {
+			return
+		}
 		if rt.path != r.URL.Path && !strings.HasSuffix(rt.path, "/") {
 			writeError(w, HTTPError{Code: http.StatusNotFound, Msg: fmt.Sprintf("no such endpoint: %s", r.URL.Path)})
 			return
@@ -121,7 +154,8 @@ func (s *httpServer) wrap(rt route) http.Handler {
 			writeError(w, HTTPError{Code: http.StatusMethodNotAllowed, Msg: fmt.Sprintf("method %s not allowed on %s (use %s)", r.Method, r.URL.Path, rt.method)})
 			return
 		}
-		if (rt.write || s.readToken) && !s.tokenOK(r) {
+		mutating := rt.write && r.Method != http.MethodGet && r.Method != http.MethodHead
+		if (mutating || (s.readToken && !rt.open)) && !s.tokenOK(r) {
 			writeError(w, HTTPError{Code: http.StatusForbidden, Msg: "permission denied: missing or wrong ACL token"})
 			return
 		}

@@ -24,6 +24,8 @@ func (a *Agent) routes() []route {
 		{method: "GET", path: "/v1/health/liveness", fn: a.handleLiveness},
 		{method: "PUT", path: "/v1/internal/apply", write: true, fn: a.handleInternalApply},
 		{method: "GET", path: "/v1/internal/pg-status", fn: a.handleInternalPGStatus},
+		{method: "GET", path: "/v1/internal/doctor", fn: a.handleDoctorReport},
+		{method: "GET", path: "/v1/agent/doctor", fn: a.handleDoctor},
 		{method: "GET", path: "/v1/health/readiness", fn: a.handleReadiness},
 		{method: "GET", path: "/v1/health/primary", fn: a.handleHealthPrimary},
 		{method: "GET", path: "/v1/health/replica", fn: a.handleHealthReplica},
@@ -39,6 +41,8 @@ func (a *Agent) routes() []route {
 		{method: "PUT,POST", path: "/v1/operator/failover", write: true, fn: a.handleFailover},
 		{method: "PUT,POST", path: "/v1/operator/pause", write: true, fn: a.handlePause},
 		{method: "PUT,POST", path: "/v1/operator/resume", write: true, fn: a.handleResume},
+		{method: "GET,PUT,POST", path: "/v1/operator/reinit", write: true, fn: a.handleReinitRoute},
+		{method: "GET,HEAD", path: uiPath, open: true, fn: uiEndpoint()},
 	}
 }
 

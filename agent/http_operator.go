@@ -210,7 +210,7 @@ func (a *Agent) forwardToLeader(r *http.Request) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), operatorTimeout+5*time.Second)
 	defer cancel()
-	u := "http://" + addr + r.URL.Path
+	u := f.url(addr, r.URL.Path)
 	if r.URL.RawQuery != "" {
 		u += "?" + r.URL.RawQuery
 	}

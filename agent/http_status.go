@@ -62,11 +62,13 @@ func (a *Agent) statusFromLeader(ctx context.Context) (*api.ClusterStatus, error
 func (f *forwarder) getJSON(ctx context.Context, addr, path string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, forwardTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url(addr, path), nil)
 	if err != nil {
 		return err
 	}
 	f.auth(req)
+	// Marks an agent's own call: with the token, the rate limit lets it by.
+	req.Header.Set(forwardedHeader, f.c.a.config().NodeName)
 	resp, err := f.client().Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s from %s: %w", path, addr, err)
@@ -249,7 +251,7 @@ func transitionToAPI(t fsm.Transition) api.Transition {
 	out := api.Transition{
 		Epoch: t.Epoch, Kind: t.Kind, From: t.From, To: t.To, Reason: t.Reason,
 		PromoteLSN: lsnString(t.PromoteLSN), MaybeLost: t.MaybeLost, DecidedBy: t.DecidedBy,
-		Index: t.Index, Term: t.Term, WriteGapMS: t.WriteGapMS,
+		DecidedAt: t.DecidedAt, Index: t.Index, Term: t.Term, WriteGapMS: t.WriteGapMS,
 	}
 	for _, c := range t.Candidates {
 		out.Candidates = append(out.Candidates, api.Candidate{

@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-metrics"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgbattery/pgbattery/agent/config"
 	"github.com/pgbattery/pgbattery/agent/controller"
@@ -73,8 +75,23 @@ type reconciler struct {
 	// slotsApplied is the slot set last made to match on this primary;
 	// lastFlush the WAL flush position last observed on it.
 	slotsApplied string
-	lastFlush    fsm.LSN
-	kick         chan struct{}
+	// standbySlots: slots were created while a standby, ahead of a
+	// promotion; a standby that is told to follow again drops them.
+	standbySlots bool
+	// releaseLogged is the epoch whose lease release was last logged
+	// (touched by the reconcile loop only).
+	releaseLogged uint64
+	// unresponsiveSince is when the running PostgreSQL stopped answering
+	// the status query (zero while it answers; reconcile loop only).
+	unresponsiveSince time.Time
+	observeTimedOut   bool // the last failed status query timed out
+	handOverOnce      sync.Once
+	stopping          atomic.Bool // the agent is leaving: no more actions
+	lastFlush         fsm.LSN
+	kick              chan struct{}
+	// reinit tracks the operator's reinit request this agent carries out
+	// (reconcile loop only; see reinit.go).
+	reinit reinitProgress
 }
 
 // gatewayHBA lets the gateways (on every node of the cluster, normally on
@@ -245,20 +262,35 @@ func (r *reconciler) Run(ctx context.Context) {
 // over without waiting out the hold-down; the raft node is still up at this
 // point (the agent shuts raft down after its goroutines).
 func (r *reconciler) shutdown() {
-	st := r.c.fsm.State()
-	var final fsm.LSN
-	if st.Primary == r.self && r.instance().Running() {
-		ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
-		if err := r.Fence(ctx, "agent shutting down"); err == nil {
-			if s, err := r.instance().Status(ctx); err == nil {
-				final = fsm.LSN(s.WALPosition())
-			}
-		}
-		cancel()
-	}
+	r.handOver()
 	r.stop(pgctl.StopFast)
 	r.setState(gossip.RoleUnknown, pgStateStopped)
-	if st.Primary == r.self && r.c.lease != nil {
+}
+
+// handOver is the first thing a stopping agent does when it runs the
+// primary: fence PostgreSQL (read-only, sessions ended) and give the lease
+// up with the final WAL position, so the cluster promotes a standby while
+// this node is still leaving. PostgreSQL keeps running, fenced, until
+// shutdown stops it. Later calls do nothing.
+func (r *reconciler) handOver() {
+	r.handOverOnce.Do(func() {
+		// From now on the loop acts no more: a leaving node must not
+		// start a rewind or a clone that its stop would cut short.
+		r.stopping.Store(true)
+		st := r.c.fsm.State()
+		if st.Primary != r.self || r.c.lease == nil {
+			return
+		}
+		var final fsm.LSN
+		if r.instance().Running() {
+			ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+			if err := r.Fence(ctx, "agent shutting down"); err == nil {
+				if s, err := r.instance().Status(ctx); err == nil {
+					final = fsm.LSN(s.WALPosition())
+				}
+			}
+			cancel()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 		defer cancel()
 		if err := r.c.lease.Release(ctx, final, "agent shut down"); err != nil {
@@ -266,7 +298,7 @@ func (r *reconciler) shutdown() {
 		} else {
 			r.logger.Info("lease released at shutdown", "final_lsn", final.String())
 		}
-	}
+	})
 }
 
 // onExit records a postmaster's death the moment pgctl reaps it (OnExit),
@@ -290,6 +322,9 @@ func (r *reconciler) onExit(st pgctl.ExitStatus) {
 // step observes, asks Desired, and acts once. It reports whether it carried
 // out an action that may have changed what Desired says next.
 func (r *reconciler) step(ctx context.Context) bool {
+	if r.stopping.Load() {
+		return false
+	}
 	if pm := r.instance().Postmaster(); pm != nil && pm.Exited() {
 		r.onExit(pm.ExitStatus())
 	}
@@ -300,9 +335,15 @@ func (r *reconciler) step(ctx context.Context) bool {
 		// very moment. Acting on a half observation could restart a crashed
 		// primary in place instead of releasing its lease; look again once
 		// pgctl has reaped it or it answers.
+		r.checkHung()
 		return false
 	}
+	r.unresponsiveSince = time.Time{}
 	act := controller.Desired(st, r.self, local)
+	reinit, isReinit := r.reinitAction(ctx, st)
+	if isReinit {
+		act = reinit
+	}
 	if s := act.String(); s != r.lastLogged {
 		r.logger.Info("reconciling", "action", s, "epoch", act.Epoch)
 		r.lastLogged = s
@@ -320,6 +361,9 @@ func (r *reconciler) step(ctx context.Context) bool {
 	switch {
 	case err == nil:
 		r.failures, r.failedAct = 0, ""
+		if isReinit {
+			r.reinitCloned(ctx, st)
+		}
 		return act.Kind != controller.ActServe && act.Kind != controller.ActFollow
 	case ctx.Err() == nil:
 		if key != r.failedAct {
@@ -340,6 +384,33 @@ func (r *reconciler) step(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// checkHung kills a PostgreSQL that has stopped answering for longer than
+// failover.postgres_hang_timeout (stopped with SIGSTOP, stuck on a dead
+// disk): a primary in that state would keep its lease, through the agent,
+// and writes would stop for good. Killed, it is a crash: a primary releases
+// its lease and the cluster fails over; a standby is restarted.
+func (r *reconciler) checkHung() {
+	limit := r.cfg.Failover.PostgresHangTimeout
+	if limit <= 0 || !r.observeTimedOut {
+		// An answer that says "not now" (starting up, crash recovery,
+		// shutting down) is not a hang, however long it lasts.
+		r.unresponsiveSince = time.Time{}
+		return
+	}
+	if r.unresponsiveSince.IsZero() {
+		// The failed status query itself waited up to statusTimeout.
+		r.unresponsiveSince = time.Now().Add(-statusTimeout)
+		return
+	}
+	if hung := time.Since(r.unresponsiveSince); hung >= limit {
+		metrics.IncrCounter([]string{"postgres", "hangs"}, 1)
+		if err := r.instance().Kill(fmt.Sprintf("no answer to the status query for %s (failover.postgres_hang_timeout = %s)", hung.Round(time.Millisecond), limit)); err != nil {
+			r.logger.Error("killing a hung PostgreSQL", "error", err)
+		}
+		r.unresponsiveSince = time.Time{}
+	}
 }
 
 // observe reads the local PostgreSQL into controller.Local.
@@ -379,6 +450,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		// Running but not answering: not usable as primary; the controller
 		// sees the same through its probe.
 		r.logger.Warn("reading PostgreSQL status", "error", err)
+		r.observeTimedOut = errors.Is(err, context.DeadlineExceeded)
 		r.setState(gossip.RoleUnknown, gossip.PGStarting)
 		l.InRecovery = inst.IsStandbyConfigured()
 		return l, nil, false
@@ -519,11 +591,19 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		if err := r.c.lease.Release(ctx, 0, "postgres died"); err != nil {
 			return fmt.Errorf("releasing the lease: %w", err)
 		}
-		r.logger.Warn("PostgreSQL died while primary: lease released so a new primary can be chosen at once")
+		// Desired repeats the action until this node's replica has
+		// applied the release: say it once.
+		if r.releaseLogged != act.Epoch {
+			r.releaseLogged = act.Epoch
+			r.logger.Warn("PostgreSQL died while primary: lease released so a new primary can be chosen at once")
+		}
 		return nil
 	case controller.ActFence:
 		return r.Fence(ctx, act.Reason)
 	case controller.ActStepDown:
+		// A planned switchover first lets running transactions finish
+		// (agent/drain.go); gateways hold new ones meanwhile.
+		r.drainForSwitchover(ctx, st, act.Epoch)
 		if err := r.Fence(ctx, act.Reason); err != nil {
 			return err
 		}
@@ -543,6 +623,9 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 				return fmt.Errorf("fencing before promotion: %w", err)
 			}
 		}
+		if err := r.prepareOffice(ctx, st, act, status); err != nil {
+			return err
+		}
 		start := time.Now()
 		if err := inst.Promote(ctx); err != nil {
 			return fmt.Errorf("promoting: %w", err)
@@ -552,14 +635,7 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 	case controller.ActRecordFence:
 		return r.recordFence(ctx, act)
 	case controller.ActServe:
-		want := r.syncNames(st, act)
-		if status == nil || status.SynchronousStandbyNames != want {
-			if _, err := inst.SetSynchronousStandbyNames(ctx, want); err != nil {
-				return fmt.Errorf("setting synchronous_standby_names: %w", err)
-			}
-			r.logger.Info("synchronous standbys set", "synchronous_standby_names", want)
-		}
-		if err := r.ensureSlots(ctx, act.Slots); err != nil {
+		if err := r.prepareOffice(ctx, st, act, status); err != nil {
 			return err
 		}
 		if inst.Fenced() || (status != nil && status.ReadOnly) {
@@ -575,6 +651,54 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		return r.rewind(ctx, st, act)
 	}
 	return fmt.Errorf("unknown action %q", act.Kind)
+}
+
+// prepareOffice puts in place what a primary needs before it accepts
+// writes: synchronous_standby_names and the members' replication slots.
+// Done before the promotion too, where the standby ignores the setting.
+func (r *reconciler) prepareOffice(ctx context.Context, st *fsm.State, act controller.Action, status *pgctl.Status) error {
+	want := r.syncNames(st, act)
+	if status == nil || status.SynchronousStandbyNames != want {
+		if _, err := r.instance().SetSynchronousStandbyNames(ctx, want); err != nil {
+			return fmt.Errorf("setting synchronous_standby_names: %w", err)
+		}
+		r.logger.Info("synchronous standbys set", "synchronous_standby_names", want)
+	}
+	if status != nil && status.Role == pgctl.RoleStandby {
+		r.mu.Lock()
+		r.standbySlots = true
+		r.mu.Unlock()
+	}
+	return r.ensureSlots(ctx, act.Slots)
+}
+
+// dropStandbySlots drops the slots a standby created for a promotion that
+// did not happen: on a standby nothing consumes them, and they would keep
+// its WAL forever.
+func (r *reconciler) dropStandbySlots(ctx context.Context) error {
+	r.mu.Lock()
+	pending := r.standbySlots
+	r.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	inst := r.instance()
+	have, err := inst.ReplicationSlots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sl := range have {
+		if strings.HasPrefix(sl.Name, controller.SlotPrefix) && !sl.Active {
+			if _, err := inst.DropReplicationSlot(ctx, sl.Name); err != nil {
+				return fmt.Errorf("dropping replication slot %s: %w", sl.Name, err)
+			}
+			r.logger.Info("dropped a replication slot made for a promotion that did not happen", "slot", sl.Name)
+		}
+	}
+	r.mu.Lock()
+	r.standbySlots = false
+	r.mu.Unlock()
+	return nil
 }
 
 // noStandby is a synchronous standby name no node carries. In a
@@ -707,16 +831,13 @@ func (r *reconciler) recordFence(ctx context.Context, act controller.Action) err
 	if f, ok := r.c.fsm.State().FenceFor(act.Epoch); ok && f.Node == r.self {
 		return nil // recorded; the FSM change that says so is on its way
 	}
-	conn, err := r.instance().Connect(ctx)
-	if err != nil {
-		return fmt.Errorf("connecting to record the fence: %w", err)
-	}
-	defer conn.Close(context.Background())
 	var xid uint64
 	var tli uint32
 	var lsn string
-	err = conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+	err := r.instance().WithConn(ctx, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
 		(SELECT timeline_id FROM pg_control_checkpoint())::int, pg_current_wal_lsn()::text`).Scan(&xid, &tli, &lsn)
+	})
 	if err != nil {
 		return fmt.Errorf("reading the fence xid: %w", err)
 	}
@@ -757,6 +878,11 @@ func (r *reconciler) follow(ctx context.Context, st *fsm.State, act controller.A
 	// pgctl writes host='H' port='P' (quoted libpq values).
 	pointed := strings.Contains(conninfo, "host='"+peer.Host+"'") && strings.Contains(conninfo, "port='"+strconv.Itoa(peer.Port)+"'") &&
 		slot == r.followOpts().Slot
+	if inst.Running() {
+		if err := r.dropStandbySlots(ctx); err != nil {
+			return err
+		}
+	}
 	if !pointed || !inst.IsStandbyConfigured() {
 		r.logger.Info("following the primary", "primary", act.Upstream, "addr", peer.String())
 		if err := inst.Follow(ctx, peer, r.followOpts()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,12 +35,46 @@ type metricDef struct {
 
 // metricDefs is the catalogue of pgbattery's own metrics (names without the
 // metrics_prefix).
-var metricDefs = []metricDef{
+var metricDefs = slices.Concat([]metricDef{
 	{"counter", []string{"postgres", "crashes"}, "Times the node's PostgreSQL died without being asked to stop."},
+	{"counter", []string{"postgres", "hangs"}, "Times the node's PostgreSQL stopped answering for failover.postgres_hang_timeout and was killed."},
 	{"gauge", []string{"postgres", "running"}, "1 while the node's PostgreSQL is running and answers queries, else 0."},
 	{"gauge", []string{"postgres", "is_primary"}, "1 while the node's PostgreSQL runs as a primary, else 0."},
+	{"counter", []string{"postgres", "fenced"}, "Fencing events: the node's PostgreSQL was made read-only and its sessions ended (lease lapsed, another primary named, step-down, shutdown)."},
+	{"counter", []string{"postgres", "action_errors"}, "Reconciler actions on the local PostgreSQL that failed (and are retried)."},
+	{"counter", []string{"postgres", "reinits"}, "Re-clones of this node's data requested with pgbattery reinit."},
+	{"summary", []string{"postgres", "switchover_drain_ms"}, "How long a switchover waited for running transactions on the old primary, in milliseconds."},
 	{"counter", []string{"http", "requests"}, "HTTP API requests served."},
-}
+	{"counter", []string{"http", "rate_limited"}, "HTTP API requests refused with 429 (limits.http_max_rps)."},
+	{"counter", []string{"fsm", "apply", "undecodable"}, "Raft log entries this agent could not decode."},
+	{"gauge", []string{"controller", "blocked"}, "1 while the controller cannot fail over safely (no eligible candidate), else 0. Set on the raft leader."},
+	{"counter", []string{"controller", "failover", "blocked"}, "Times the controller found no safe candidate for a failover."},
+	{"counter", []string{"controller", "failover"}, "Failovers this agent decided as raft leader."},
+	{"counter", []string{"controller", "switchover"}, "Switchovers this agent carried out as raft leader."},
+	{"gauge", []string{"failover", "last_write_gap_ms"}, "The last change of primary this agent decided: milliseconds from the old primary's last lease renewal (or release) to the new primary's fence record, an upper bound of the write gap."},
+	{"gauge", []string{"gateway", "connections"}, "Client connections open on a gateway listener (label listener)."},
+	{"counter", []string{"gateway", "accepted"}, "Client connections accepted by a gateway listener."},
+	{"counter", []string{"gateway", "errors"}, "Client connections a gateway listener ended with an error."},
+	{"counter", []string{"gateway", "bytes_in"}, "Bytes received from clients by a gateway listener."},
+	{"counter", []string{"gateway", "bytes_out"}, "Bytes sent to clients by a gateway listener."},
+	{"summary", []string{"gateway", "request_ms"}, "Latency of client requests through the gateway, from the request to ReadyForQuery, in milliseconds."},
+	{"counter", []string{"gateway", "sessions_migrated"}, "Client sessions moved to a new primary without the client noticing."},
+	{"counter", []string{"gateway", "sessions_held"}, "Client requests held while no primary was writable."},
+	{"counter", []string{"gateway", "sessions_pinned_closed"}, "Client sessions closed with 57P01 at a failover because they could not be moved (temp tables, advisory locks, WITH HOLD cursors)."},
+	{"counter", []string{"gateway", "commits_resolved"}, "COMMITs in flight at a failover, resolved on the new primary (label outcome: committed, aborted, unknown)."},
+	{"counter", []string{"gateway", "failover_errors"}, "Errors a failover cost clients (label sqlstate)."},
+	{"summary", []string{"gateway", "hold_ms"}, "How long client requests were held while no primary was writable, in milliseconds."},
+	{"summary", []string{"gateway", "migrate_ms"}, "How long moving one session to the new primary took, in milliseconds."},
+	{"counter", []string{"gateway", "sessions_untracked"}, "Client sessions whose state the gateway could not follow (they cannot be moved at a failover)."},
+	{"counter", []string{"gossip", "event", "suspect"}, "Gossip suspected a node (label peer): it stopped answering pings."},
+	{"counter", []string{"gossip", "event", "failed"}, "Gossip declared a node failed (label peer)."},
+	{"counter", []string{"gossip", "event", "alive"}, "A suspected node was heard from again (label peer)."},
+	{"counter", []string{"gossip", "event", "join"}, "A node joined the gossip pool (label peer)."},
+	{"counter", []string{"gossip", "event", "leave"}, "A node left the gossip pool gracefully (label peer)."},
+	{"counter", []string{"gossip", "event", "update"}, "A node's gossip tags changed (label peer)."},
+	{"counter", []string{"gossip", "event", "dropped"}, "Gossip events dropped because the consumer was too slow."},
+	{"summary", []string{"gossip", "probe", "rtt_ms"}, "Round-trip time of the suspicion prober's pings (label peer), in milliseconds."},
+}, clusterMetricDefs)
 
 // setupTelemetry installs the global go-metrics instance with an in-memory
 // sink (for /v1/agent/metrics), Prometheus when prometheus_retention_time is

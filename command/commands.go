@@ -49,6 +49,7 @@ func Commands(ui cli.Ui) map[string]cli.CommandFactory {
 	return map[string]cli.CommandFactory{
 		"agent":                     func() (cli.Command, error) { return newAgentCommand(ui), nil },
 		"demo":                      func() (cli.Command, error) { return newDemoCommand(ui), nil },
+		"doctor":                    func() (cli.Command, error) { return newDoctorCommand(ui), nil },
 		"force-leave":               func() (cli.Command, error) { return newForceLeaveCommand(ui), nil },
 		"join":                      func() (cli.Command, error) { return newJoinCommand(ui), nil },
 		"keygen":                    func() (cli.Command, error) { return &KeygenCommand{UI: ui}, nil },
@@ -61,6 +62,7 @@ func Commands(ui cli.Ui) map[string]cli.CommandFactory {
 		"failover":                  func() (cli.Command, error) { return newFailoverCommand(ui), nil },
 		"pause":                     func() (cli.Command, error) { return newPauseCommand(ui), nil },
 		"resume":                    func() (cli.Command, error) { return newResumeCommand(ui), nil },
+		"reinit":                    func() (cli.Command, error) { return newReinitCommand(ui), nil },
 		"operator":                  func() (cli.Command, error) { return newOperatorCommand(), nil },
 		"operator raft":             func() (cli.Command, error) { return newOperatorRaftCommand(), nil },
 		"operator raft list-peers":  func() (cli.Command, error) { return newOperatorRaftListPeersCommand(ui), nil },

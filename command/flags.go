@@ -16,8 +16,10 @@ import (
 // HTTPFlags are the flags every client command shares. A flag wins over its
 // environment variable, which wins over the default.
 type HTTPFlags struct {
-	addr  trackedString
-	token trackedString
+	addr       trackedString
+	token      trackedString
+	caFile     trackedString
+	serverName trackedString
 }
 
 // trackedString is a string flag that knows whether it was given.
@@ -36,6 +38,18 @@ func (f *HTTPFlags) AddTo(fs *flag.FlagSet) {
 			"Also set with the %s environment variable. Default: %s.", api.HTTPAddrEnvName, api.DefaultAddress))
 	fs.Var(&f.token, "token",
 		fmt.Sprintf("ACL token sent with the request. Also set with the %s environment variable.", api.HTTPTokenEnvName))
+	fs.Var(&f.caFile, "ca-file",
+		fmt.Sprintf("PEM CA bundle to verify an https:// agent's certificate against. Also set with the %s environment variable. Default: the system roots.", api.HTTPCACertEnvName))
+	fs.Var(&f.serverName, "tls-server-name",
+		fmt.Sprintf("The name the agent's certificate must carry, when it is not the host of -http-addr. Also set with the %s environment variable.", api.HTTPTLSServerNameEnvName))
+}
+
+// flagOrEnv resolves a flag that an environment variable can also set.
+func flagOrEnv(f trackedString, env string) string {
+	if f.set {
+		return f.v
+	}
+	return os.Getenv(env)
 }
 
 // Address is the resolved HTTP API address.
@@ -59,7 +73,11 @@ func (f *HTTPFlags) Token() string {
 
 // APIClient returns a client for the resolved address and token.
 func (f *HTTPFlags) APIClient() (*api.Client, error) {
-	return api.NewClient(api.Config{Address: f.Address(), Token: f.Token()})
+	return api.NewClient(api.Config{
+		Address: f.Address(), Token: f.Token(),
+		CAFile:        flagOrEnv(f.caFile, api.HTTPCACertEnvName),
+		TLSServerName: flagOrEnv(f.serverName, api.HTTPTLSServerNameEnvName),
+	})
 }
 
 // newFlagSet returns a flag set that reports errors through the command

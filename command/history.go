@@ -87,13 +87,17 @@ func (c *HistoryCommand) Run(args []string) int {
 func formatHistory(hist []api.Transition, detailed bool) string {
 	var b bytes.Buffer
 	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "Epoch\tKind\tFrom\tTo\tLSN\tWrite gap\tDecided by")
+	fmt.Fprintln(w, "Epoch\tKind\tFrom\tTo\tLSN\tWrite gap\tDecided by\tAt (UTC)")
 	for _, t := range hist {
 		gap := "-"
 		if t.WriteGapMS > 0 {
 			gap = fmt.Sprintf("%dms", t.WriteGapMS)
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Epoch, t.Kind, orDash(t.From), t.To, orDash(t.PromoteLSN), gap, orDash(t.DecidedBy))
+		at := "-"
+		if !t.DecidedAt.IsZero() {
+			at = t.DecidedAt.UTC().Format("2006-01-02 15:04:05.000")
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Epoch, t.Kind, orDash(t.From), t.To, orDash(t.PromoteLSN), gap, orDash(t.DecidedBy), at)
 		if !detailed {
 			continue
 		}

@@ -205,15 +205,15 @@ func TestPauseResume(t *testing.T) {
 func TestHistory(t *testing.T) {
 	f := newFakeAPI(t, 200, `[
  {"epoch":1,"kind":"bootstrap","to":"n1","reason":"first primary","decided_by":"n1","index":5,"term":2},
- {"epoch":2,"kind":"failover","from":"n1","to":"n2","reason":"primary n1 failed","promote_lsn":"0/5000060","decided_by":"n3","index":40,"term":3,"write_gap_ms":640,
+ {"epoch":2,"kind":"failover","from":"n1","to":"n2","reason":"primary n1 failed","promote_lsn":"0/5000060","decided_by":"n3","decided_at":"2026-11-23T21:54:02.899Z","index":40,"term":3,"write_gap_ms":640,
   "candidates":[{"node":"n2","reachable":true,"healthy":true,"timeline":1,"receive_lsn":"0/5000060","replay_lsn":"0/5000060"},
                 {"node":"n3","reachable":true,"healthy":true,"timeline":1,"receive_lsn":"0/5000000","replay_lsn":"0/5000000","rejected":"holds less WAL"}]}
 ]`)
 	code, out, _ := runCLI(t, "history", "-http-addr", f.addr())
 	want := "" +
-		"Epoch  Kind       From  To  LSN        Write gap  Decided by\n" +
-		"1      bootstrap  -     n1  -          -          n1\n" +
-		"2      failover   n1    n2  0/5000060  640ms      n3\n"
+		"Epoch  Kind       From  To  LSN        Write gap  Decided by  At (UTC)\n" +
+		"1      bootstrap  -     n1  -          -          n1          -\n" +
+		"2      failover   n1    n2  0/5000060  640ms      n3          2026-11-23 21:54:02.899\n"
 	if code != 0 || out != want {
 		t.Errorf("history: %d\n%s\nwant:\n%s", code, out, want)
 	}

@@ -58,10 +58,11 @@ func TestGatewayBench(t *testing.T) {
 		clients = append(clients, n)
 	}
 	pgbench := findProgram(t, "/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench")
+	started, loadStart := time.Now(), loadAverage()
 
 	host := testutil.Addr(t)
 	pg := startPostgres(t, host, "max_connections=700", "shared_buffers=256MB")
-	g := startGateway(t, pg, host, func(c *Config) { c.ReadOnlyAddr = "" })
+	g := startGateway(t, pg, host, func(c *Config) { c.ReadOnlyAddr = ""; c.Metrics = agentLikeMetrics(t) })
 	targets := []benchTarget{{"direct", host, "5433"}, {"gateway", host, "5432"}}
 	if bouncer := startPgBouncer(t, pg, host); bouncer != nil {
 		targets = append(targets, *bouncer)
@@ -113,8 +114,12 @@ func TestGatewayBench(t *testing.T) {
 		}
 	}
 
+	loadEnd := loadAverage()
+	hasBouncer := len(targets) > 2
 	var rep strings.Builder
-	fmt.Fprintf(&rep, "pgbench -S (select-only), -s %s, -j 2, %s per run, %d rounds alternating; median TPS\n", scale, duration, rounds)
+	fmt.Fprintf(&rep, "pgbench -S (select-only), -s %s, -j 2 (1 at -c 1), %s per run, %d rounds alternating; median TPS\n", scale, duration, rounds)
+	fmt.Fprintf(&rep, "run: %s to %s UTC; load average (1/5/15 min) at start %s, at end %s\n",
+		started.UTC().Format("2006-01-02 15:04"), time.Now().UTC().Format("15:04"), loadStart, loadEnd)
 	fmt.Fprintf(&rep, "machine: %d CPUs (%s), PostgreSQL 15, everything on one host over loopback\n\n", runtime.NumCPU(), runtime.GOARCH)
 	fmt.Fprintf(&rep, "| mode | clients |")
 	for _, tg := range targets {
@@ -123,18 +128,39 @@ func TestGatewayBench(t *testing.T) {
 	for _, tg := range targets[1:] {
 		fmt.Fprintf(&rep, " %s/direct |", tg.name)
 	}
-	fmt.Fprintf(&rep, "\n|---|---|%s\n", strings.Repeat("---|", 2*len(targets)-1))
+	cols := 2*len(targets) - 1
+	if hasBouncer {
+		fmt.Fprintf(&rep, " gateway/pgbouncer |")
+		cols++
+	}
+	fmt.Fprintf(&rep, "\n|---|---|%s\n", strings.Repeat("---|", cols))
 	for _, mode := range modes {
 		for _, c := range clients {
 			fmt.Fprintf(&rep, "| %s | %d |", mode, c)
-			direct := median(tps[fmt.Sprintf("%s/%d/direct", mode, c)])
+			med := func(name string) float64 { return median(tps[fmt.Sprintf("%s/%d/%s", mode, c, name)]) }
 			for _, tg := range targets {
-				fmt.Fprintf(&rep, " %.0f |", median(tps[fmt.Sprintf("%s/%d/%s", mode, c, tg.name)]))
+				fmt.Fprintf(&rep, " %.0f |", med(tg.name))
 			}
 			for _, tg := range targets[1:] {
-				fmt.Fprintf(&rep, " %.2f |", median(tps[fmt.Sprintf("%s/%d/%s", mode, c, tg.name)])/direct)
+				fmt.Fprintf(&rep, " %.2f |", med(tg.name)/med("direct"))
+			}
+			if hasBouncer {
+				fmt.Fprintf(&rep, " %.2f |", med("gateway")/med("pgbouncer"))
 			}
 			fmt.Fprintln(&rep)
+		}
+	}
+	fmt.Fprintf(&rep, "\nPer-round TPS (the spread shows the noise):\n\n")
+	for _, mode := range modes {
+		for _, c := range clients {
+			for _, tg := range targets {
+				v := tps[fmt.Sprintf("%s/%d/%s", mode, c, tg.name)]
+				parts := make([]string, len(v))
+				for i, x := range v {
+					parts[i] = strconv.FormatFloat(x, 'f', 0, 64)
+				}
+				fmt.Fprintf(&rep, "    %-8s -c %-2d %-9s %s\n", mode, c, tg.name, strings.Join(parts, " "))
+			}
 		}
 	}
 	if slices.Contains(clients, 1) {
@@ -159,6 +185,19 @@ func TestGatewayBench(t *testing.T) {
 			t.Errorf("writing %s: %v", out, err)
 		}
 	}
+}
+
+// loadAverage is /proc/loadavg's first three fields.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func parseTPS(out string) float64 {

@@ -21,6 +21,14 @@ const (
 	AuthTrust = "trust"
 )
 
+// Client certificate requirements (Config.ClientCert), named after
+// pg_hba.conf's clientcert option.
+const (
+	ClientCertOff        = "off"
+	ClientCertVerifyCA   = "verify-ca"
+	ClientCertVerifyFull = "verify-full"
+)
+
 // Read-only balancing policies.
 const (
 	BalanceRoundRobin       = "round-robin"
@@ -69,6 +77,18 @@ type Config struct {
 
 	// AuthMode is AuthSCRAM (default) or AuthTrust.
 	AuthMode string
+	// ClientCert asks clients for a TLS client certificate in addition to
+	// AuthMode: ClientCertOff (default), ClientCertVerifyCA (a certificate
+	// that verifies against the TLS configuration's ClientCAs) or
+	// ClientCertVerifyFull (and its subject CN is the user name). Clients
+	// without one get FATAL 28000, plaintext clients too. TLS must then
+	// return a configuration with ClientCAs and ClientAuth
+	// tls.VerifyClientCertIfGiven (or stricter): the gateway checks the
+	// verified chain, so a configuration that does not verify lets nobody
+	// in. A certificate never replaces SCRAM: the gateway needs the
+	// client's SCRAM proof to log in to PostgreSQL as that user (see
+	// doc.go, "Client certificates").
+	ClientCert string
 	// Verifiers supplies SCRAM verifiers; required for AuthSCRAM. See
 	// NewAuthidVerifiers for the pg_authid-backed one.
 	Verifiers VerifierSource
@@ -128,6 +148,17 @@ func (c Config) withDefaults() (Config, error) {
 	case AuthSCRAM, AuthTrust:
 	default:
 		return c, fmt.Errorf("gateway: auth mode %q is not one of %q, %q", c.AuthMode, AuthSCRAM, AuthTrust)
+	}
+	switch c.ClientCert {
+	case "":
+		c.ClientCert = ClientCertOff
+	case ClientCertOff:
+	case ClientCertVerifyCA, ClientCertVerifyFull:
+		if c.TLS == nil {
+			return c, fmt.Errorf("gateway: client certificates (%s) need a TLS configuration", c.ClientCert)
+		}
+	default:
+		return c, fmt.Errorf("gateway: client certificate mode %q is not one of %q, %q, %q", c.ClientCert, ClientCertOff, ClientCertVerifyCA, ClientCertVerifyFull)
 	}
 	switch c.ReadOnlyBalance {
 	case "":

@@ -144,6 +144,26 @@ type staticRouter struct {
 	fresh    bool
 	standbys []Target
 	changed  chan struct{}
+	fences   map[uint64]uint64 // epoch → fence xid
+}
+
+// Fence implements Router.
+func (r *staticRouter) Fence(epoch uint64) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	xid, ok := r.fences[epoch]
+	return xid, ok
+}
+
+// setFence records the fence xid of an epoch, as the agent does when a
+// primary takes office.
+func (r *staticRouter) setFence(epoch, xid uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fences == nil {
+		r.fences = map[uint64]uint64{}
+	}
+	r.fences[epoch] = xid
 }
 
 func newStaticRouter(primary Target) *staticRouter {

@@ -49,8 +49,12 @@ type Gateway struct {
 	// view is the router's latest view (watchRouter).
 	view  atomic.Pointer[routeView]
 	stats struct {
-		migrated, held, pinned, rerun, aborted, unknown, commitUnknown, failed atomic.Int64
+		migrated, held, pinned, rerun, aborted, unknown, failed atomic.Int64
+		commitCommitted, commitAborted, commitUnknown           atomic.Int64
+		maxHold, windowMaxHold                                  atomic.Int64 // nanoseconds
 	}
+	// commitHook is a test hook (see commitResultHook).
+	commitHook commitResultHook
 
 	mu         sync.Mutex
 	sessions   map[*session]struct{}
@@ -74,6 +78,9 @@ type listener struct {
 	bytesOut    atomic.Int64 // server → client
 	errors      atomic.Int64
 	accepted    atomic.Int64
+	// lastSample is when a request latency was last sampled (unix nanos;
+	// requestDone).
+	lastSample atomic.Int64
 
 	// last reported values, owned by the metrics loop
 	lastIn, lastOut, lastErr, lastAccepted int64

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-metrics"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgbattery/pgbattery/gateway/sqlclass"
 )
@@ -66,6 +67,10 @@ type routeView struct {
 	changed <-chan struct{}
 }
 
+// writable reports a view that names a primary new transactions may go
+// to: fresh, and not draining for a switchover.
+func (v *routeView) writable() bool { return v.fresh && !v.target.Draining }
+
 // MigrationStats counts what failovers did to sessions on this gateway.
 type MigrationStats struct {
 	// Migrated counts sessions re-attached to a new back end.
@@ -77,11 +82,21 @@ type MigrationStats struct {
 	PinnedClosed int64
 	// Rerun counts read-only requests sent again on the new primary.
 	Rerun int64
-	// Aborted (40001), Unknown (40003) and CommitUnknown (08007) count the
-	// errors given for work in flight on a lost back end.
-	Aborted, Unknown, CommitUnknown int64
+	// Aborted (40001) and Unknown (40003) count the errors given for work
+	// in flight on a lost back end, COMMITs excepted.
+	Aborted, Unknown int64
+	// COMMITs in flight on a lost back end, by how they were resolved on
+	// the new primary: CommitCommitted were answered with success (they
+	// committed, or the transaction had no transaction id and so nothing
+	// to commit); CommitAborted certainly did not commit (40001, or
+	// ROLLBACK for a transaction that had already failed); CommitUnknown
+	// got 08007.
+	CommitCommitted, CommitAborted, CommitUnknown int64
 	// Failed counts sessions that could not be re-attached in time.
 	Failed int64
+	// MaxHold is the longest a request or a move waited for a writable
+	// primary since the gateway started.
+	MaxHold time.Duration
 }
 
 // MigrationStats returns the migration counters.
@@ -89,7 +104,36 @@ func (g *Gateway) MigrationStats() MigrationStats {
 	return MigrationStats{
 		Migrated: g.stats.migrated.Load(), Held: g.stats.held.Load(), PinnedClosed: g.stats.pinned.Load(),
 		Rerun: g.stats.rerun.Load(), Aborted: g.stats.aborted.Load(), Unknown: g.stats.unknown.Load(),
+		CommitCommitted: g.stats.commitCommitted.Load(), CommitAborted: g.stats.commitAborted.Load(),
 		CommitUnknown: g.stats.commitUnknown.Load(), Failed: g.stats.failed.Load(),
+		MaxHold: time.Duration(g.stats.maxHold.Load()),
+	}
+}
+
+// sub returns the counters' growth since base (MaxHold is kept).
+func (m MigrationStats) sub(base MigrationStats) MigrationStats {
+	return MigrationStats{
+		Migrated: m.Migrated - base.Migrated, Held: m.Held - base.Held, PinnedClosed: m.PinnedClosed - base.PinnedClosed,
+		Rerun: m.Rerun - base.Rerun, Aborted: m.Aborted - base.Aborted, Unknown: m.Unknown - base.Unknown,
+		CommitCommitted: m.CommitCommitted - base.CommitCommitted, CommitAborted: m.CommitAborted - base.CommitAborted,
+		CommitUnknown: m.CommitUnknown - base.CommitUnknown, Failed: m.Failed - base.Failed, MaxHold: m.MaxHold,
+	}
+}
+
+// noteHold records how long a request or a move waited for a primary.
+func (g *Gateway) noteHold(d time.Duration, labels []metrics.Label) {
+	g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "hold_ms"}, float32(d)/1e6, labels)
+	for {
+		cur := g.stats.maxHold.Load()
+		if int64(d) <= cur || g.stats.maxHold.CompareAndSwap(cur, int64(d)) {
+			break
+		}
+	}
+	for {
+		cur := g.stats.windowMaxHold.Load()
+		if int64(d) <= cur || g.stats.windowMaxHold.CompareAndSwap(cur, int64(d)) {
+			return
+		}
 	}
 }
 
@@ -119,20 +163,50 @@ func (g *Gateway) currentView() *routeView {
 }
 
 // watchRouter keeps g.view current and pokes quiet sessions when a new
-// primary is named.
+// primary is named. It also delimits failovers for the summary log line: a
+// window opens when the view stops being writable (stale, or draining for
+// a switchover) and closes with the next epoch (summarizeFailover) or when
+// the same primary is writable again.
 func (g *Gateway) watchRouter() {
 	lastEpoch := g.view.Load().target.Epoch
+	var base MigrationStats
+	inWindow := false
+	openWindow := func() {
+		inWindow = true
+		base = g.MigrationStats()
+		g.stats.windowMaxHold.Store(0)
+	}
 	for {
 		v := g.loadView()
 		g.view.Store(v)
+		if !v.writable() && !inWindow {
+			openWindow()
+			g.logger.Debug("primary in doubt: holding new transactions", "epoch", v.target.Epoch,
+				"node", v.target.Node, "draining", v.target.Draining)
+		}
 		if v.fresh {
 			n := g.pokeSessions(v.target.Epoch)
-			if v.target.Epoch != lastEpoch {
+			switch {
+			case v.target.Epoch != lastEpoch:
+				if !inWindow {
+					openWindow()
+				}
+				g.logger.Debug("new primary: moving sessions", "epoch", v.target.Epoch, "node", v.target.Node, "sessions_to_move", n)
+				if g.track(1) {
+					go func(t Target, base MigrationStats) {
+						defer g.wg.Done()
+						g.summarizeFailover(t, base)
+					}(v.target, base)
+				}
 				lastEpoch = v.target.Epoch
-				st := g.MigrationStats()
-				g.logger.Info("new primary: moving sessions", "epoch", v.target.Epoch, "node", v.target.Node,
-					"sessions_to_move", n, "migrated_total", st.Migrated, "held_total", st.Held,
-					"pinned_closed_total", st.PinnedClosed, "failed_total", st.Failed)
+				inWindow = v.target.Draining
+				if inWindow {
+					openWindow()
+				}
+			case v.writable() && inWindow:
+				inWindow = false
+				g.logger.Debug("primary confirmed: held requests released", "epoch", v.target.Epoch,
+					"held", g.MigrationStats().sub(base).Held)
 			}
 		}
 		select {
@@ -141,6 +215,57 @@ func (g *Gateway) watchRouter() {
 			return
 		}
 	}
+}
+
+// summaryPoll paces summarizeFailover.
+const summaryPoll = 100 * time.Millisecond
+
+// summarizeFailover logs one line per change of primary, once every
+// read-write session has left the old primary (or HoldTimeout passed): what
+// the change did to this gateway's sessions.
+func (g *Gateway) summarizeFailover(t Target, base MigrationStats) {
+	start := time.Now()
+	deadline := start.Add(g.cfg.HoldTimeout + 5*time.Second)
+	left := 0
+	for {
+		left = g.sessionsNotOn(t.Epoch)
+		if left == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-time.After(summaryPoll):
+		}
+	}
+	d := g.MigrationStats().sub(base)
+	g.logger.Info("sessions moved to the new primary", "epoch", t.Epoch, "node", t.Node,
+		"moved", d.Migrated, "held", d.Held, "pinned_closed", d.PinnedClosed, "rerun", d.Rerun,
+		"commits_committed", d.CommitCommitted, "commits_aborted", d.CommitAborted, "commits_unknown", d.CommitUnknown,
+		"errors_40001", d.Aborted, "errors_40003", d.Unknown, "failed", d.Failed,
+		"max_hold", time.Duration(g.stats.windowMaxHold.Load()).Round(time.Millisecond),
+		"not_moved_yet", left, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// sessionsNotOn counts read-write sessions whose back end is not on epoch.
+func (g *Gateway) sessionsNotOn(epoch uint64) int {
+	g.mu.Lock()
+	list := make([]*session, 0, len(g.sessions))
+	for s := range g.sessions {
+		if !s.l.readOnly {
+			list = append(list, s)
+		}
+	}
+	g.mu.Unlock()
+	n := 0
+	for _, s := range list {
+		s.mu.Lock()
+		if s.be != nil && s.be.target.Epoch != epoch {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // pokeSessions asks every read-write session not on epoch to move, and
@@ -246,9 +371,7 @@ func (s *session) hold(be *backend) error {
 	g.stats.held.Add(1)
 	g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
 	start := time.Now()
-	defer func() {
-		g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "hold_ms"}, float32(time.Since(start))/1e6, s.l.labels)
-	}()
+	defer func() { g.noteHold(time.Since(start), s.l.labels) }()
 	s.ctl.Lock()
 	lost := s.s2cDone
 	s.ctl.Unlock()
@@ -260,7 +383,7 @@ func (s *session) hold(be *backend) error {
 	}
 	for {
 		v := g.currentView()
-		if v.fresh {
+		if v.writable() {
 			if v.target.Epoch == be.target.Epoch {
 				return nil
 			}
@@ -431,7 +554,7 @@ func (s *session) hidesShutdown(be *backend, body []byte) bool {
 		return true
 	}
 	v := s.g.currentView()
-	return v == nil || !v.fresh || v.target.Epoch != be.target.Epoch
+	return v == nil || !v.writable() || v.target.Epoch != be.target.Epoch
 }
 
 // --- moving ---
@@ -488,10 +611,29 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 	status := byte('I')
 	var code, msg string
 	switch {
+	case w.commit && w.commitOnly && (w.txStatus == 'E' || w.txStatus == 'T' && w.xidState != xidNone):
+		return s.resolveCommit(old, w)
+	case w.commitAcked:
+		// The COMMIT's CommandComplete reached the client; only its
+		// ReadyForQuery was lost. The transaction committed (the server
+		// answers only after the commit record is flushed, and replicated
+		// when replication is synchronous).
+		writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		if err := s.cw.Flush(); err != nil {
+			return false
+		}
+		s.track.resetAfterLoss('I')
+		if err := s.reattach(old, nil); err != nil {
+			s.reattachFailed(err)
+			return false
+		}
+		return true
 	case w.commit:
 		code, msg = codeTransactionResolutionUnknown,
 			"the connection to the primary was lost while COMMIT was in flight; whether the transaction committed is unknown (pgbattery failover)"
 		g.stats.commitUnknown.Add(1)
+		g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "commits_resolved"}, 1,
+			append(s.l.labels[:len(s.l.labels):len(s.l.labels)], metricsLabel("outcome", outcomeUnknown)))
 	case w.copy || inTx:
 		if inTx {
 			status = 'E'
@@ -764,20 +906,34 @@ func (e *replayError) Error() string {
 // session's state there, and makes it the session's back end. rerun, if
 // set, is a request to send on it before forwarding resumes.
 func (s *session) reattach(old *backend, rerun []byte) error {
+	return s.reattachWith(old, rerun, nil)
+}
+
+// reattachWith is reattach with a step run on the new back end before the
+// session's state is replayed there (commit resolution: its outcome decides
+// which state there is to replay).
+func (s *session) reattachWith(old *backend, rerun []byte, prepare func(*backend)) error {
 	g := s.g
 	start := time.Now()
 	deadline := start.Add(g.cfg.HoldTimeout)
 	retry := reattachRetryMin
 	var lastErr error
+	waited := false
+	defer func() {
+		if waited {
+			g.noteHold(time.Since(start), s.l.labels)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		if attempt == 1 {
 			// Counted once per move that has to wait for a primary.
+			waited = true
 			g.stats.held.Add(1)
 			g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
 		}
 		v := g.currentView()
-		if v.fresh {
-			be, err := s.attempt(v.target)
+		if v.writable() {
+			be, err := s.attempt(v.target, prepare)
 			if err == nil {
 				s.install(old, be)
 				if len(rerun) > 0 {
@@ -826,7 +982,7 @@ func retryableStartupError(code string) bool {
 }
 
 // attempt connects to target and replays the session's state.
-func (s *session) attempt(target Target) (*backend, error) {
+func (s *session) attempt(target Target, prepare func(*backend)) (*backend, error) {
 	be, err := s.g.dialBackend(s.g.ctx, target, s.params, s.auth)
 	if err != nil {
 		return nil, err
@@ -834,6 +990,9 @@ func (s *session) attempt(target Target) (*backend, error) {
 	if be.params["in_hot_standby"] == "on" {
 		be.conn.Close()
 		return nil, fmt.Errorf("%s (%s) is still a standby", target.Node, target.Addr)
+	}
+	if prepare != nil {
+		prepare(be)
 	}
 	if err := s.replay(be); err != nil {
 		be.conn.Close()

@@ -90,6 +90,7 @@ func (g *Gateway) handleConn(l *listener, conn net.Conn) {
 	defer conn.Close()
 
 	s := &session{id: g.nextID.Add(1), g: g, l: l, client: conn, track: newTracker()}
+	s.track.resolveCommits = !l.readOnly
 	s.logger = g.logger.With("session", s.id, "client", conn.RemoteAddr().String())
 	stop := context.AfterFunc(g.ctx, func() { conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
@@ -244,6 +245,9 @@ func (s *session) startup() (counted bool, err error) {
 
 	if g.cfg.TLSRequired && tlsState == nil {
 		return false, s.fatal(codeInvalidAuthSpec, "TLS is required by the pgbattery gateway for all connections (connect with sslmode=require or stronger)")
+	}
+	if err := s.checkClientCert(tlsState); err != nil {
+		return false, err
 	}
 	if isReplication(p.params) {
 		return false, s.fatal(codeFeatureUnsupported, "replication connections are not supported through the pgbattery gateway; connect to the node's PostgreSQL port")

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pgbattery/pgbattery/gateway/sqlclass"
 )
@@ -56,6 +57,9 @@ const (
 	expExecute                    // CommandComplete / EmptyQuery / PortalSuspended
 	expStmt                       // one statement of a simple Query
 	expSync                       // ReadyForQuery ending a Sync or Query or FunctionCall
+	// expXid is the gateway's own xid query, sent just before a COMMIT (see
+	// capture.go); its responses never reach the client.
+	expXid
 )
 
 type expect struct {
@@ -65,6 +69,7 @@ type expect struct {
 	stmt      *stmtInfo // Parse: the statement; Execute: the statement run
 	st        sqlclass.Statement
 	text      string // expStmt: statement text, kept for session-state kinds
+	capture   byte   // expXid: captureSimple or captureExtended
 }
 
 // stmtInfo is a prepared statement as the tracker sees it.
@@ -72,6 +77,9 @@ type stmtInfo struct {
 	query string
 	oids  []uint32
 	class sqlclass.Statement
+	// resolvable: a COMMIT whose outcome the gateway can resolve after a
+	// lost back end (not AND CHAIN).
+	resolvable bool
 }
 
 // change is a transactional session-state change, applied at commit.
@@ -118,6 +126,18 @@ type tracker struct {
 	unnamedPortal *stmtInfo
 
 	split []sqlclass.Statement // reused by query()
+
+	// Commit resolution (capture.go). resolveCommits is set for sessions
+	// that can move (the read-write port). capturing is set while an
+	// expXid is queued, so serverToClient looks at responses only then;
+	// xidState and xid are what the last capture read.
+	resolveCommits bool
+	capturing      atomic.Bool
+	xidState       uint8
+	xid            uint64
+	// commitAcked: a CommandComplete "COMMIT" was passed to the client in
+	// the request in progress.
+	commitAcked bool
 }
 
 func newTracker() *tracker {
@@ -187,6 +207,9 @@ func (t *tracker) front() *expect {
 }
 
 func (t *tracker) pop() {
+	if t.queue[t.head].kind == expXid {
+		t.capturing.Store(false)
+	}
 	t.queue[t.head] = expect{}
 	t.head++
 	if t.head == len(t.queue) {
@@ -200,6 +223,8 @@ func (t *tracker) pop() {
 func (t *tracker) loseTrack() {
 	t.lost = true
 	t.pins |= sqlclass.PinSessionState
+	t.capturing.Store(false)
+	t.xidState = xidNone
 	for i := t.head; i < len(t.queue); i++ {
 		t.queue[i] = expect{}
 	}
@@ -246,6 +271,16 @@ type inFlightWork struct {
 	readOnly bool // every statement among them is a read
 	pins     sqlclass.Pin
 	lost     bool
+	// commitOnly: what is unanswered is exactly one request whose only
+	// unanswered statement is a COMMIT (or END) and its ReadyForQuery.
+	commitOnly bool
+	// xidState and xid: what the gateway captured of the committing
+	// transaction's id (xidNone if nothing, or the capture is unfinished).
+	xidState uint8
+	xid      uint64
+	// commitAcked: the client already has the CommandComplete of a COMMIT
+	// and only ReadyForQuery is missing.
+	commitAcked bool
 }
 
 // inFlight summarises the unanswered requests.
@@ -253,10 +288,14 @@ func (t *tracker) inFlightWork() inFlightWork {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	w := inFlightWork{txStatus: t.txStatus, requests: t.inFlight, copy: t.copy, copyIn: t.copyIn,
-		readOnly: true, pins: t.pins, lost: t.lost}
+		readOnly: true, pins: t.pins, lost: t.lost, xidState: t.xidState, xid: t.xid}
+	statements, commits, others := 0, 0, 0
 	for i := t.head; i < len(t.queue); i++ {
 		e := &t.queue[i]
 		w.partial = e.kind != expSync
+		if e.kind != expSync && e.kind != expStmt && e.kind != expExecute {
+			others++
+		}
 		var kind sqlclass.Kind
 		switch e.kind {
 		case expStmt:
@@ -269,14 +308,23 @@ func (t *tracker) inFlightWork() inFlightWork {
 		default:
 			continue
 		}
+		statements++
 		switch kind {
 		case sqlclass.Read:
 		case sqlclass.Commit, sqlclass.TwoPhase:
 			w.commit = true
 			w.readOnly = false
+			if kind == sqlclass.Commit {
+				commits++
+			}
 		default:
 			w.readOnly = false
 		}
+	}
+	w.commitOnly = w.requests == 1 && !w.partial && !w.copy && statements == 1 && commits == 1 && others == 0
+	w.commitAcked = t.commitAcked && w.requests == 1 && !w.partial && !w.copy && statements == 0 && others == 0
+	if others > 0 {
+		w.xidState = xidNone // the capture had not finished
 	}
 	return w
 }
@@ -285,7 +333,11 @@ func (t *tracker) inFlightWork() inFlightWork {
 // client has been answered by the gateway and the session goes on with the
 // given transaction status. Transactional changes not yet committed are
 // gone with the transaction.
-func (t *tracker) resetAfterLoss(txStatus byte) {
+func (t *tracker) resetAfterLoss(txStatus byte) { t.finishLost(txStatus, false) }
+
+// finishLost is resetAfterLoss that also applies the transaction's pending
+// session-state changes when its COMMIT was found committed.
+func (t *tracker) finishLost(txStatus byte, committed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := t.head; i < len(t.queue); i++ {
@@ -293,6 +345,13 @@ func (t *tracker) resetAfterLoss(txStatus byte) {
 	}
 	t.queue, t.head = t.queue[:0], 0
 	t.txStatus, t.inFlight, t.copy, t.copyIn = txStatus, 0, false, false
+	t.capturing.Store(false)
+	t.xidState, t.commitAcked = xidNone, false
+	if committed {
+		// The gateway found the lost COMMIT committed: its SETs and
+		// LISTENs now hold, and are replayed on the new back end.
+		t.commitPending()
+	}
 	t.pending = t.pending[:0]
 	t.errorInCycle = false
 	t.unnamed, t.unnamedPortal = nil, nil
@@ -302,12 +361,19 @@ func (t *tracker) resetAfterLoss(txStatus byte) {
 // --- client → server ---
 
 // query records a simple Query. sql may alias a reused buffer: whatever is
-// kept is cloned.
-func (t *tracker) query(sql string) {
+// kept is cloned. It reports whether the gateway must send its xid query
+// (xidQuerySimple) just before this one: a lone COMMIT in a transaction
+// block, with nothing else in flight (see capture.go).
+func (t *tracker) query(sql string) (capture bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.inFlight++
 	t.split = sqlclass.Split(sql, t.split[:0])
+	if t.resolveCommits && len(t.split) == 1 && t.split[0].Kind == sqlclass.Commit && t.canCapture() &&
+		!mentionsChain(t.split[0].Text(sql)) {
+		capture = true
+		t.startCapture(captureSimple)
+	}
+	t.inFlight++
 	for _, st := range t.split {
 		e := expect{kind: expStmt, st: st}
 		if keepsText(st.Kind) {
@@ -319,6 +385,7 @@ func (t *tracker) query(sql string) {
 		t.push(e)
 	}
 	t.push(expect{kind: expSync})
+	return capture
 }
 
 // parse records a Parse message body.
@@ -343,6 +410,7 @@ func (t *tracker) parse(body []byte) {
 		}
 	}
 	si.class = sqlclass.Classify(unsafeString(query))
+	si.resolvable = si.class.Kind == sqlclass.Commit && !mentionsChain(unsafeString(query))
 	if keepsText(si.class.Kind) || len(name) > 0 {
 		si.query = string(query)
 		si.class = sqlclass.Classify(si.query) // re-point names into the kept copy
@@ -399,8 +467,11 @@ func (t *tracker) bind(prefix []byte) {
 	t.push(expect{kind: expBind})
 }
 
-// execute records an Execute message body.
-func (t *tracker) execute(body []byte) {
+// execute records an Execute message body. It reports whether the
+// gateway must send its xid capture (xidCaptureExtended) just before it: the
+// portal runs a COMMIT in a transaction block, with no Sync in flight (see
+// capture.go).
+func (t *tracker) execute(body []byte) (capture bool) {
 	portal, _, _ := cutCStringBytes(body)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -410,7 +481,12 @@ func (t *tracker) execute(body []byte) {
 	} else {
 		si = t.portals[string(portal)]
 	}
+	if si != nil && si.resolvable && t.resolveCommits && t.canCapture() {
+		capture = true
+		t.startCapture(captureExtended)
+	}
 	t.push(expect{kind: expExecute, stmt: si})
+	return capture
 }
 
 // closeMsg records a Close message body.
@@ -507,6 +583,7 @@ func (t *tracker) server(typ byte, body []byte) {
 		if len(body) >= 1 {
 			t.txStatus = body[0]
 		}
+		t.xidState, t.commitAcked = xidNone, false
 		if t.inFlight > 0 {
 			t.inFlight--
 		}
@@ -587,6 +664,9 @@ func (t *tracker) apply(st sqlclass.Statement, text string, tag []byte) {
 		// replay.
 		t.pins |= sqlclass.PinSessionState
 	}
+	// Only while the COMMIT is the last statement completed: after a
+	// BEGIN that followed it, say, the client is in a new transaction.
+	t.commitAcked = bytes.HasPrefix(tag, []byte("COMMIT"))
 	switch {
 	case bytes.HasPrefix(tag, []byte("COMMIT")), bytes.HasPrefix(tag, []byte("PREPARE TRANSACTION")):
 		t.commitPending()

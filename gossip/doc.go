@@ -28,7 +28,7 @@
 //
 // Every Failed is preceded by a Suspect. The channel is bounded
 // (Config.EventBuffer); a slow consumer loses events, which are counted
-// (Dropped, metric pgbattery.gossip.event.dropped) and logged, and never
+// (Dropped, metric gossip.event.dropped under the agent's metrics_prefix) and logged, and never
 // blocks gossip. Members is always current and reports suspect too.
 //
 // # Tags
@@ -60,8 +60,8 @@
 //
 // # Metrics
 //
-// Counters pgbattery.gossip.event.<type> (join, suspect, alive, failed,
-// leave, update, dropped) and the sample pgbattery.gossip.probe.rtt_ms, all
+// Counters gossip.event.<type> (join, suspect, alive, failed,
+// leave, update, dropped) and the sample gossip.probe.rtt_ms, all
 // labelled with the peer, go to Config.Metrics or, when nil, to go-metrics'
 // global instance (where serf and memberlist report as well).
 package gossip

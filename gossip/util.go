@@ -54,7 +54,9 @@ func NormalizeJoinAddr(s string) (string, error) {
 // go-metrics' global one (where serf and memberlist report too).
 type sink struct{ m *metrics.Metrics }
 
-var metricPrefix = []string{"pgbattery", "gossip"}
+// metricPrefix begins our metric names; the agent's telemetry adds its
+// metrics_prefix ("pgbattery") in front, as for every library's metrics.
+var metricPrefix = []string{"gossip"}
 
 func (s sink) key(k ...string) []string {
 	return append(append([]string(nil), metricPrefix...), k...)

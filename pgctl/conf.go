@@ -60,8 +60,13 @@ var defaultParameters = map[string]string{
 	"password_encryption":  "scram-sha-256",
 	"wal_receiver_timeout": "10s",
 	"wal_sender_timeout":   "10s",
-	// Standbys re-try a lost primary quickly; failover time is bounded by it.
-	"wal_retrieve_retry_interval": "500ms",
+	// How soon a standby tries streaming again after an attempt failed.
+	// At a failover a re-pointed standby usually fails once (its new
+	// upstream is still being promoted, or it must switch timelines), and
+	// the new primary's first commit waits for a synchronous standby to
+	// stream again: this interval is on the write path of every failover.
+	// A failed attempt against a dead address costs a refused connect.
+	"wal_retrieve_retry_interval": "50ms",
 }
 
 var paramNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)

@@ -117,6 +117,8 @@ type Instance struct {
 
 	opMu sync.Mutex // serialises lifecycle operations
 
+	control controlConn // reused for Status and Promote
+
 	mu          sync.Mutex
 	state       dynamicState
 	pm          *Postmaster

@@ -510,6 +510,9 @@ func (i *Instance) stop(ctx context.Context, mode StopMode) error {
 		return nil
 	}
 	pm.expected.Store(true)
+	// An idle control connection would hold a smart shutdown up; one in
+	// use is cut by the shutdown itself.
+	i.closeControlIfIdle()
 	for n, sig := range mode.escalation() {
 		if n > 0 {
 			i.log.Warn("PostgreSQL did not stop in time: escalating", "pid", pm.pid, "signal", sig)
@@ -599,4 +602,65 @@ func (i *Instance) sighup() error {
 		return nil
 	}
 	return fmt.Errorf("reloading: %w", ErrNotRunning)
+}
+
+// Kill ends a PostgreSQL that no longer answers: the postmaster is stopped
+// (so it forks nothing more), every process it forked is killed (backends
+// call setsid, so the process group does not reach them), then the
+// postmaster itself; SIGKILL also ends processes that are stopped (SIGSTOP)
+// or asleep in the kernel. No backend survives to finish a commit after it.
+// The exit is reported to OnExit as unexpected, like a crash, so the
+// caller's crash handling (a primary releases its lease) runs. Killing a
+// stopped instance is not an error.
+func (i *Instance) Kill(reason string) error {
+	pm := i.Postmaster()
+	if pm == nil || pm.Exited() {
+		return nil
+	}
+	i.log.Error("killing PostgreSQL", "pid", pm.pid, "reason", reason)
+	if err := pm.signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("killing PostgreSQL (postmaster %d): %w", pm.pid, err)
+	}
+	for _, child := range childProcesses(pm.pid) {
+		if err := syscall.Kill(child, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			i.log.Warn("killing a PostgreSQL child process", "pid", child, "error", err)
+		}
+	}
+	if err := pm.signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing PostgreSQL (postmaster %d): %w", pm.pid, err)
+	}
+	return nil
+}
+
+// childProcesses lists the processes whose parent is pid, from /proc (on
+// systems without it, none).
+func childProcesses(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and
+		// parentheses, so parse after the last ')'.
+		rest := string(b)
+		if k := strings.LastIndexByte(rest, ')'); k >= 0 {
+			rest = rest[k+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) >= 2 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == pid {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
 }

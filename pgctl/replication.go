@@ -106,12 +106,7 @@ func (i *Instance) Fenced() bool {
 
 // applySetting reloads and waits until a fresh session shows name = want.
 func (i *Instance) applySetting(ctx context.Context, name, want string) error {
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return fmt.Errorf("applying %s: %w", name, err)
-	}
-	err = configErrors(ctx, conn)
-	conn.Close(context.Background())
+	err := i.withControl(ctx, func(conn *pgx.Conn) error { return configErrors(ctx, conn) })
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", name, err)
 	}
@@ -138,13 +133,14 @@ func (i *Instance) applySetting(ctx context.Context, name, want string) error {
 }
 
 func (i *Instance) currentSetting(ctx context.Context, name string) (string, error) {
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(context.Background())
+	// The control connection's backend sees a reload only after the
+	// postmaster has re-read the files and signalled it, so a new value
+	// here means new sessions get it too.
 	var v string
-	if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
+	})
+	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", name, err)
 	}
 	return v, nil
@@ -155,14 +151,11 @@ func (i *Instance) currentSetting(ctx context.Context, name string) (string, err
 // many it signalled. A fencing primary uses it after SetFenced so that no
 // session that began read-write can go on writing.
 func (i *Instance) TerminateClientBackends(ctx context.Context) (int, error) {
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("terminating client backends: %w", err)
-	}
-	defer conn.Close(context.Background())
 	var n int64
-	err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
 FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("terminating client backends: %w", err)
 	}
@@ -219,12 +212,10 @@ func (i *Instance) CreateReplicationSlot(ctx context.Context, name string) (bool
 	if err := ValidateSlotName(name); err != nil {
 		return false, err
 	}
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return false, fmt.Errorf("creating slot %s: %w", name, err)
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", name)
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", name)
+		return err
+	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
 		return false, nil
@@ -243,12 +234,10 @@ func (i *Instance) DropReplicationSlot(ctx context.Context, name string) (bool, 
 	if err := ValidateSlotName(name); err != nil {
 		return false, err
 	}
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return false, fmt.Errorf("dropping slot %s: %w", name, err)
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", name)
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", name)
+		return err
+	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object
 		return false, nil
@@ -262,30 +251,31 @@ func (i *Instance) DropReplicationSlot(ctx context.Context, name string) (bool, 
 
 // ReplicationSlots lists the physical replication slots.
 func (i *Instance) ReplicationSlots(ctx context.Context) ([]ReplicationSlot, error) {
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("listing slots: %w", err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT slot_name::text, active, coalesce(active_pid, 0), restart_lsn::text, coalesce(wal_status, '')
+	var slots []ReplicationSlot
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT slot_name::text, active, coalesce(active_pid, 0), restart_lsn::text, coalesce(wal_status, '')
 FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name`)
-	if err != nil {
-		return nil, fmt.Errorf("listing slots: %w", err)
-	}
-	slots, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ReplicationSlot, error) {
-		var s ReplicationSlot
-		var pid int32
-		var restart *string
-		if err := r.Scan(&s.Name, &s.Active, &pid, &restart, &s.WALStatus); err != nil {
-			return s, err
+		if err != nil {
+			return err
 		}
-		s.ActivePID = int(pid)
-		var err error
-		s.RestartLSN, err = parseNullLSN(restart)
-		return s, err
+		slots, err = pgx.CollectRows(rows, scanSlot)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing slots: %w", err)
 	}
 	return slots, nil
+}
+
+func scanSlot(r pgx.CollectableRow) (ReplicationSlot, error) {
+	var s ReplicationSlot
+	var pid int32
+	var restart *string
+	if err := r.Scan(&s.Name, &s.Active, &pid, &restart, &s.WALStatus); err != nil {
+		return s, err
+	}
+	s.ActivePID = int(pid)
+	var err error
+	s.RestartLSN, err = parseNullLSN(restart)
+	return s, err
 }

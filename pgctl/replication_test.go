@@ -156,8 +156,17 @@ func TestReplication(t *testing.T) {
 	if err := n1.Stop(ctx, StopFast); err != nil {
 		t.Fatal(err)
 	}
+	// As the agent does: the slot of the standby that will re-point is
+	// made on the candidate before its promotion (a standby may hold
+	// physical slots), so the slot exists when that standby connects.
+	if created, err := n2.CreateReplicationSlot(ctx, SlotNameFor("n3")); err != nil || !created {
+		t.Fatalf("creating a slot on the standby before promotion: %v, %v", created, err)
+	}
 	if err := n2.Promote(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if slots, err := n2.ReplicationSlots(ctx); err != nil || len(slots) != 1 || slots[0].Name != SlotNameFor("n3") || slots[0].RestartLSN == 0 {
+		t.Fatalf("slots on the promoted node: %+v, %v", slots, err)
 	}
 	mustExec(t, n2, "INSERT INTO t VALUES (6, 'n2')")
 	st2, err = n2.Status(ctx)
@@ -181,9 +190,10 @@ func TestReplication(t *testing.T) {
 		t.Fatalf("n3 NeedsRewind = %v (%s), %v", need, why, err)
 	}
 
-	// Re-point n3 to n2 without a restart.
+	// Re-point n3 to n2 without a restart, through the slot made before
+	// the promotion.
 	pid3 := n3.Postmaster().PID()
-	if err := n3.Follow(ctx, n2.peer(), FollowOptions{}); err != nil {
+	if err := n3.Follow(ctx, n2.peer(), FollowOptions{Slot: SlotNameFor("n3")}); err != nil {
 		t.Fatal(err)
 	}
 	rowArrives(t, n3, 6)

@@ -208,32 +208,32 @@ func (i *Instance) Promote(ctx context.Context) error {
 	if !i.isRunning() {
 		return fmt.Errorf("promoting: %w", ErrNotRunning)
 	}
-	conn, err := i.Connect(ctx)
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		var inRecovery bool
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			return err
+		}
+		if inRecovery {
+			start := time.Now()
+			i.log.Info("promoting standby")
+			// pg_promote(wait => true) looks every 100 ms; promotion
+			// itself takes tens of milliseconds, so ask and then look
+			// often.
+			var signalled bool
+			if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&signalled); err != nil {
+				return err
+			}
+			if !signalled {
+				return errors.New("PostgreSQL refused the promotion request")
+			}
+			if err := waitOutOfRecovery(ctx, conn); err != nil {
+				return err
+			}
+			i.log.Info("promoted", "took", time.Since(start).Round(time.Millisecond))
+		}
+		return waitWritable(ctx, conn)
+	})
 	if err != nil {
-		return fmt.Errorf("promoting: %w", err)
-	}
-	defer conn.Close(context.Background())
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
-		return fmt.Errorf("promoting: %w", err)
-	}
-	if inRecovery {
-		waitSecs := 60
-		if dl, ok := ctx.Deadline(); ok {
-			waitSecs = max(1, int(time.Until(dl)/time.Second))
-		}
-		start := time.Now()
-		i.log.Info("promoting standby")
-		var promoted bool
-		if err := conn.QueryRow(ctx, "SELECT pg_promote(true, $1)", waitSecs).Scan(&promoted); err != nil {
-			return fmt.Errorf("promoting: %w", err)
-		}
-		if !promoted {
-			return fmt.Errorf("promoting: PostgreSQL did not leave recovery within %ds", waitSecs)
-		}
-		i.log.Info("promoted", "took", time.Since(start).Round(time.Millisecond))
-	}
-	if err := waitWritable(ctx, conn); err != nil {
 		return fmt.Errorf("promoting: %w", err)
 	}
 	i.mu.Lock()
@@ -243,9 +243,34 @@ func (i *Instance) Promote(ctx context.Context) error {
 	return i.writeConfig(st)
 }
 
-// waitWritable waits until a read-write transaction that takes a
-// transaction id commits. synchronous_commit=local keeps the probe from
-// waiting for synchronous standbys that may not be there yet.
+// waitOutOfRecovery polls until PostgreSQL has left recovery, bounded by
+// ctx.
+func waitOutOfRecovery(ctx context.Context, conn *pgx.Conn) error {
+	const poll = 5 * time.Millisecond
+	for {
+		var inRecovery bool
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			return err
+		}
+		if !inRecovery {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the end of recovery: %w", ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}
+
+// waitWritable waits until a read-write transaction can run and see the WAL
+// insert position (which fails while recovery is in progress).
+// synchronous_commit=local keeps the probe from waiting for synchronous
+// standbys that may not be there yet. The probe must not take a
+// transaction id: the new primary's fence xid (recorded after promotion,
+// before any write) would otherwise lie above a transaction of this node,
+// and a COMMIT lost on the old primary with that same id would be resolved
+// as committed (the xid reuse hazard, gateway commit resolution).
 func waitWritable(ctx context.Context, conn *pgx.Conn) error {
 	backoff := 5 * time.Millisecond
 	for {
@@ -253,7 +278,7 @@ func waitWritable(ctx context.Context, conn *pgx.Conn) error {
 			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "SELECT pg_current_xact_id()")
+			_, err := tx.Exec(ctx, "SELECT pg_current_wal_insert_lsn()")
 			return err
 		})
 		if err == nil {

@@ -86,12 +86,12 @@ func (i *Instance) Status(ctx context.Context) (*Status, error) {
 			return nil, ErrNotRunning
 		}
 	}
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
-	}
-	defer conn.Close(context.Background())
-	st, err := queryStatus(ctx, conn)
+	var st *Status
+	err := i.withControl(ctx, func(conn *pgx.Conn) error {
+		var err error
+		st, err = queryStatus(ctx, conn)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}

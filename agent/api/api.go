@@ -49,6 +49,8 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +58,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -68,6 +71,11 @@ const (
 	// CLI reads when -http-addr and -token are not given.
 	HTTPAddrEnvName  = "PGBATTERY_HTTP_ADDR"
 	HTTPTokenEnvName = "PGBATTERY_HTTP_TOKEN"
+	// HTTPCACertEnvName names a PEM CA bundle to verify an https:// agent
+	// against (as Consul's CONSUL_CACERT); HTTPTLSServerNameEnvName the
+	// name its certificate must carry when it is not the address's host.
+	HTTPCACertEnvName        = "PGBATTERY_CACERT"
+	HTTPTLSServerNameEnvName = "PGBATTERY_TLS_SERVER_NAME"
 
 	// DefaultAddress is where a local agent's HTTP API listens by default.
 	DefaultAddress = "127.0.0.1:8432"
@@ -161,6 +169,12 @@ type Config struct {
 	HTTPClient *http.Client
 	// Timeout bounds each request; zero means DefaultTimeout.
 	Timeout time.Duration
+	// CAFile is a PEM CA bundle that an https:// agent's certificate must
+	// verify against (default: the system roots); TLSServerName the name
+	// it must carry (default: the host of Address). Both are ignored when
+	// HTTPClient is set.
+	CAFile        string
+	TLSServerName string
 }
 
 // Client talks to one agent's HTTP API.
@@ -186,6 +200,22 @@ func NewClient(cfg Config) (*Client, error) {
 		// Each request is bounded by its context (Timeout, or longer for a
 		// switchover that waits), not by a client-wide timeout.
 		hc = &http.Client{}
+		if cfg.CAFile != "" || cfg.TLSServerName != "" {
+			tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+			if cfg.CAFile != "" {
+				pem, err := os.ReadFile(cfg.CAFile)
+				if err != nil {
+					return nil, fmt.Errorf("reading the CA file: %w", err)
+				}
+				tc.RootCAs = x509.NewCertPool()
+				if !tc.RootCAs.AppendCertsFromPEM(pem) {
+					return nil, fmt.Errorf("the CA file %s holds no PEM certificate", cfg.CAFile)
+				}
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = tc
+			hc = &http.Client{Transport: tr}
+		}
 	}
 	return &Client{base: base, token: cfg.Token, http: hc, timeout: timeout}, nil
 }

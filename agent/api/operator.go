@@ -140,9 +140,13 @@ type Transition struct {
 	PromoteLSN string      `json:"promote_lsn,omitempty"`
 	MaybeLost  uint64      `json:"maybe_lost,omitempty"`
 	DecidedBy  string      `json:"decided_by,omitempty"`
-	Index      uint64      `json:"index"`
-	Term       uint64      `json:"term"`
-	WriteGapMS int64       `json:"write_gap_ms,omitempty"`
+	// DecidedAt is the deciding leader's wall clock (UTC).
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	Index     uint64    `json:"index"`
+	Term      uint64    `json:"term"`
+	// WriteGapMS: how long no primary accepted writes, as the raft leader
+	// saw it (an upper bound; 0 when not measured).
+	WriteGapMS int64 `json:"write_gap_ms,omitempty"`
 }
 
 // Candidate is the evidence about one node at a decision.

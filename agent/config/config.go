@@ -44,6 +44,7 @@ type Config struct {
 	Telemetry   *TelemetryRaw   `hcl:"telemetry,block"`
 	TLS         *TLSRaw         `hcl:"tls,block"`
 	ACL         *ACLRaw         `hcl:"acl,block"`
+	Limits      *LimitsRaw      `hcl:"limits,block"`
 }
 
 // PortsRaw is the raw `ports { }` block.
@@ -88,11 +89,12 @@ type RaftRaw struct {
 
 // FailoverRaw is the raw `failover { }` block.
 type FailoverRaw struct {
-	Lease              *string `hcl:"lease,optional"`
-	LeaseRenewInterval *string `hcl:"lease_renew_interval,optional"`
-	HoldDown           *string `hcl:"hold_down,optional"`
-	NoFailover         *bool   `hcl:"no_failover,optional"`
-	FailoverPriority   *int    `hcl:"failover_priority,optional"`
+	Lease               *string `hcl:"lease,optional"`
+	LeaseRenewInterval  *string `hcl:"lease_renew_interval,optional"`
+	HoldDown            *string `hcl:"hold_down,optional"`
+	PostgresHangTimeout *string `hcl:"postgres_hang_timeout,optional"`
+	NoFailover          *bool   `hcl:"no_failover,optional"`
+	FailoverPriority    *int    `hcl:"failover_priority,optional"`
 }
 
 // GatewayRaw is the raw `gateway { }` block.
@@ -126,13 +128,27 @@ type TLSRaw struct {
 	KeyFile        *string        `hcl:"key_file,optional"`
 	VerifyIncoming *bool          `hcl:"verify_incoming,optional"`
 	Gateway        *TLSGatewayRaw `hcl:"gateway,block"`
+	HTTP           *TLSHTTPRaw    `hcl:"http,block"`
+}
+
+// TLSHTTPRaw is the raw `tls { http { } }` block.
+type TLSHTTPRaw struct {
+	Enabled *bool `hcl:"enabled,optional"`
 }
 
 // TLSGatewayRaw is the raw `tls { gateway { } }` block.
 type TLSGatewayRaw struct {
-	CertFile *string `hcl:"cert_file,optional"`
-	KeyFile  *string `hcl:"key_file,optional"`
-	Required *bool   `hcl:"required,optional"`
+	CertFile     *string `hcl:"cert_file,optional"`
+	KeyFile      *string `hcl:"key_file,optional"`
+	Required     *bool   `hcl:"required,optional"`
+	ClientCAFile *string `hcl:"client_ca_file,optional"`
+	ClientCert   *string `hcl:"client_cert,optional"` // off, verify-ca, verify-full
+}
+
+// LimitsRaw is the raw `limits { }` block.
+type LimitsRaw struct {
+	HTTPMaxRPS *float64 `hcl:"http_max_rps,optional"`
+	HTTPBurst  *int     `hcl:"http_burst,optional"`
 }
 
 // ACLRaw is the raw `acl { }` block.

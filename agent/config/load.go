@@ -510,6 +510,7 @@ func (b *builder) build() *RuntimeConfig {
 	b.buildGateway(rt)
 	b.buildTelemetry(rt)
 	b.buildTLS(rt)
+	b.buildLimits(rt)
 
 	raft := orZero(c.Raft)
 	rt.Raft.Multiplier = b.integer("raft.multiplier", raft.Multiplier, DefaultRaftMultiplier, 1, 10)
@@ -763,6 +764,10 @@ func (b *builder) buildFailover(rt *RuntimeConfig) {
 	fo.Lease = b.duration("failover.lease", f.Lease, DefaultLease, false)
 	fo.LeaseRenewInterval = b.duration("failover.lease_renew_interval", f.LeaseRenewInterval, DefaultLeaseRenewInterval, false)
 	fo.HoldDown = b.duration("failover.hold_down", f.HoldDown, DefaultHoldDown, false)
+	fo.PostgresHangTimeout = b.duration("failover.postgres_hang_timeout", f.PostgresHangTimeout, DefaultPostgresHangTimeout, false)
+	if fo.PostgresHangTimeout > 0 && fo.PostgresHangTimeout < time.Second {
+		b.errf("failover.postgres_hang_timeout", "postgres_hang_timeout (%s) must be at least 1s: a busy server must not be mistaken for a hung one", fo.PostgresHangTimeout)
+	}
 	fo.NoFailover = b.boolean(f.NoFailover, false)
 	fo.FailoverPriority = b.integer("failover.failover_priority", f.FailoverPriority, DefaultFailoverPriority, 0, 1000)
 
@@ -852,6 +857,43 @@ func (b *builder) buildTLS(rt *RuntimeConfig) {
 	b.pair("tls.gateway", gc.CertFile, gc.KeyFile)
 	if gc.Required && gc.CertFile == "" && tc.CertFile == "" {
 		b.errf("tls.gateway.required", "requires a certificate: set tls.gateway.cert_file/key_file or tls.cert_file/key_file")
+	}
+	gc.ClientCAFile = b.path("tls.gateway.client_ca_file", g.ClientCAFile)
+	b.existingFile("tls.gateway.client_ca_file", gc.ClientCAFile)
+	gc.ClientCert = DefaultClientCert
+	if g.ClientCert != nil {
+		gc.ClientCert = b.oneOf("tls.gateway.client_cert", *g.ClientCert, "off", "verify-ca", "verify-full")
+	}
+	if gc.ClientCert == "verify-ca" || gc.ClientCert == "verify-full" {
+		if gc.ClientCAFile == "" {
+			b.errf("tls.gateway.client_cert", "%q requires tls.gateway.client_ca_file to verify client certificates against", gc.ClientCert)
+		}
+		if gc.CertFile == "" && tc.CertFile == "" {
+			b.errf("tls.gateway.client_cert", "%q requires TLS: set tls.gateway.cert_file/key_file or tls.cert_file/key_file", gc.ClientCert)
+		}
+	} else if gc.ClientCAFile != "" && g.ClientCert == nil {
+		b.warnf("tls.gateway.client_ca_file", "is set but tls.gateway.client_cert is off: client certificates are not asked for")
+	}
+
+	h := orZero(t.HTTP)
+	tc.HTTP.Enabled = b.boolean(h.Enabled, tc.CertFile != "" && tc.KeyFile != "")
+	if tc.HTTP.Enabled && (tc.CertFile == "" || tc.KeyFile == "") {
+		b.errf("tls.http.enabled", "requires tls.cert_file and tls.key_file: the HTTP API serves the agent's certificate")
+	}
+}
+
+func (b *builder) buildLimits(rt *RuntimeConfig) {
+	l := orZero(b.m.cfg.Limits)
+	rt.Limits.HTTPMaxRPS = DefaultHTTPMaxRPS
+	if l.HTTPMaxRPS != nil {
+		rt.Limits.HTTPMaxRPS = *l.HTTPMaxRPS
+		if *l.HTTPMaxRPS < 0 || *l.HTTPMaxRPS > 1e6 {
+			b.errf("limits.http_max_rps", "must be 0 (no limit) .. 1000000, not %g", *l.HTTPMaxRPS)
+		}
+	}
+	rt.Limits.HTTPBurst = b.integer("limits.http_burst", l.HTTPBurst, DefaultHTTPBurst, 1, 1<<20)
+	if rt.Limits.HTTPMaxRPS > 0 && float64(rt.Limits.HTTPBurst) < rt.Limits.HTTPMaxRPS && b.isSet("limits.http_burst") {
+		b.warnf("limits.http_burst", "(%d) is below limits.http_max_rps (%g): a client can never use its full rate in one second's burst", rt.Limits.HTTPBurst, rt.Limits.HTTPMaxRPS)
 	}
 }
 

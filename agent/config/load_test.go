@@ -272,6 +272,45 @@ func TestLoadErrors(t *testing.T) {
 			},
 		},
 		{
+			name:    "client certificates without a CA or a certificate",
+			file:    "clientcert.hcl",
+			content: base + "tls {\n  gateway {\n    client_cert = \"verify-full\"\n  }\n}\n",
+			want: []string{
+				`FILE:6: tls.gateway.client_cert: "verify-full" requires tls.gateway.client_ca_file to verify client certificates against`,
+				`FILE:6: tls.gateway.client_cert: "verify-full" requires TLS: set tls.gateway.cert_file/key_file or tls.cert_file/key_file`,
+			},
+		},
+		{
+			name:    "client certificate mode unknown, client CA missing",
+			file:    "clientcert2.hcl",
+			content: base + "tls {\n  gateway {\n    client_cert = \"required\"\n    client_ca_file = \"" + filepath.Join(dir, "nope.pem") + "\"\n  }\n}\n",
+			want: []string{
+				`FILE:6: tls.gateway.client_cert: must be one of "off", "verify-ca" or "verify-full", not "required"`,
+				`FILE:7: tls.gateway.client_ca_file: no such file or directory`,
+			},
+		},
+		{
+			name:    "HTTP TLS without a certificate",
+			file:    "httptls.hcl",
+			content: base + "tls {\n  http {\n    enabled = true\n  }\n}\n",
+			want:    []string{`FILE:6: tls.http.enabled: requires tls.cert_file and tls.key_file: the HTTP API serves the agent's certificate`},
+		},
+		{
+			name:    "rate limits out of range and of the wrong type",
+			file:    "limits.hcl",
+			content: base + "limits {\n  http_max_rps = -1\n  http_burst = 0\n}\n",
+			want: []string{
+				`FILE:5: limits.http_max_rps: must be 0 (no limit) .. 1000000, not -1`,
+				`FILE:6: limits.http_burst: must be 1..1048576, not 0`,
+			},
+		},
+		{
+			name:    "rate limit not a number",
+			file:    "limits2.hcl",
+			content: base + "limits {\n  http_max_rps = \"lots\"\n}\n",
+			want:    []string{`FILE:5: limits.http_max_rps: wrong type: a number is required`},
+		},
+		{
 			name:    "bad enum values and ranges",
 			file:    "enums.hcl",
 			content: base + "log_level = \"verbose\"\ngossip {\n  profile = \"fast\"\n  probe_interval = \"100ms\"\n  probe_timeout = \"200ms\"\n}\nraft {\n  multiplier = 11\n}\ngateway {\n  auth = \"md5\"\n}\n",
@@ -434,10 +473,12 @@ func TestDefaults(t *testing.T) {
 		Replication:   ReplicationConfig{Mode: "quorum", MaxLagOnFailover: 16 << 20},
 		Gossip:        GossipConfig{Profile: "lan"},
 		Raft:          RaftConfig{Multiplier: 1},
-		Failover:      FailoverConfig{Lease: DefaultLease, LeaseRenewInterval: DefaultLeaseRenewInterval, HoldDown: DefaultHoldDown, FailoverPriority: 1},
+		Failover:      FailoverConfig{Lease: DefaultLease, LeaseRenewInterval: DefaultLeaseRenewInterval, HoldDown: DefaultHoldDown, PostgresHangTimeout: DefaultPostgresHangTimeout, FailoverPriority: 1},
 		Gateway:       GatewayConfig{MaxConnections: 1000, HoldTimeout: 30 * time.Second, Auth: "scram", ReadOnlyMaxLag: 16 << 20, ReadOnlyBalance: "round-robin"},
 		Switchover:    SwitchoverConfig{DrainTimeout: 5 * time.Second},
 		Telemetry:     TelemetryConfig{PrometheusRetentionTime: time.Minute, MetricsPrefix: "pgbattery"},
+		TLS:           TLSConfig{Gateway: TLSGatewayConfig{ClientCert: "off"}},
+		Limits:        LimitsConfig{HTTPMaxRPS: DefaultHTTPMaxRPS, HTTPBurst: DefaultHTTPBurst},
 		Tags:          map[string]string{},
 		ConfigFiles:   []string{path},
 	}
@@ -639,17 +680,20 @@ func TestFullExample(t *testing.T) {
 		Replication: ReplicationConfig{Mode: "strict", MaxLagOnFailover: 32 << 20},
 		Gossip:      GossipConfig{Profile: "local", ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond, SuspicionMult: 3, GossipInterval: 50 * time.Millisecond, RetransmitMult: 4},
 		Raft:        RaftConfig{Multiplier: 2},
-		Failover:    FailoverConfig{Lease: 8 * time.Second, LeaseRenewInterval: 2 * time.Second, HoldDown: 10 * time.Second, NoFailover: true, FailoverPriority: 5},
+		Failover:    FailoverConfig{Lease: 8 * time.Second, LeaseRenewInterval: 2 * time.Second, HoldDown: 10 * time.Second, PostgresHangTimeout: DefaultPostgresHangTimeout, NoFailover: true, FailoverPriority: 5},
 		Gateway:     GatewayConfig{MaxConnections: 500, HoldTimeout: 20 * time.Second, IdleTimeout: 10 * time.Minute, Auth: "trust", ReadOnlyMaxLag: 1 << 30, ReadOnlyBalance: "least-connections"},
 		Switchover:  SwitchoverConfig{DrainTimeout: 15 * time.Second},
 		Telemetry:   TelemetryConfig{PrometheusRetentionTime: 2 * time.Minute, StatsdAddress: "127.0.0.1:8125", StatsiteAddress: "127.0.0.1:8126", DisableHostname: true, MetricsPrefix: "pgb"},
 		TLS: TLSConfig{
 			CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem"),
 			VerifyIncoming: true,
-			Gateway:        TLSGatewayConfig{CertFile: filepath.Join(dir, "gw-cert.pem"), KeyFile: filepath.Join(dir, "gw-key.pem"), Required: true},
+			Gateway: TLSGatewayConfig{CertFile: filepath.Join(dir, "gw-cert.pem"), KeyFile: filepath.Join(dir, "gw-key.pem"), Required: true,
+				ClientCAFile: filepath.Join(dir, "ca.pem"), ClientCert: "verify-full"},
+			HTTP: TLSHTTPConfig{Enabled: true},
 		},
-		ACL:  ACLConfig{Token: "s3cret", ReadsRequireToken: true},
-		Tags: map[string]string{"rack": "r1", "dc": "east"},
+		ACL:    ACLConfig{Token: "s3cret", ReadsRequireToken: true},
+		Limits: LimitsConfig{HTTPMaxRPS: 50.5, HTTPBurst: 80},
+		Tags:   map[string]string{"rack": "r1", "dc": "east"},
 	}
 
 	for _, name := range []string{"full.hcl", "full.json"} {

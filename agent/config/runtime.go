@@ -33,6 +33,7 @@ type RuntimeConfig struct {
 	Telemetry   TelemetryConfig
 	TLS         TLSConfig
 	ACL         ACLConfig
+	Limits      LimitsConfig
 	Tags        map[string]string // tags: free-form node metadata; never nil
 
 	// ConfigFiles lists the files that were read, in merge order.
@@ -93,8 +94,11 @@ type FailoverConfig struct {
 	Lease              time.Duration // default 5s
 	LeaseRenewInterval time.Duration // default 1s; < Lease/2
 	HoldDown           time.Duration // default 6s; >= Lease
-	NoFailover         bool          // never promote this node
-	FailoverPriority   int           // default 1; higher is preferred among equals
+	// PostgresHangTimeout: a running PostgreSQL that has not answered the
+	// agent's status query for this long is killed and handled as a crash.
+	PostgresHangTimeout time.Duration
+	NoFailover          bool // never promote this node
+	FailoverPriority    int  // default 1; higher is preferred among equals
 }
 
 // GatewayConfig is the `gateway { }` block.
@@ -128,6 +132,15 @@ type TLSConfig struct {
 	KeyFile        string
 	VerifyIncoming bool
 	Gateway        TLSGatewayConfig
+	HTTP           TLSHTTPConfig
+}
+
+// TLSHTTPConfig is the `tls { http { } }` block.
+type TLSHTTPConfig struct {
+	// Enabled serves the HTTP API over TLS with tls.cert_file/key_file;
+	// default: on when they are set. Agents then reach each other's API
+	// over https, verified against tls.ca_file.
+	Enabled bool
 }
 
 // TLSGatewayConfig is the `tls { gateway { } }` block. When CertFile and
@@ -136,6 +149,20 @@ type TLSGatewayConfig struct {
 	CertFile string
 	KeyFile  string
 	Required bool // refuse clients that do not use TLS
+	// ClientCAFile verifies client certificates; ClientCert says what the
+	// gateway asks of them, as pg_hba's clientcert option: "off" (default),
+	// "verify-ca" (a certificate signed by the CA) or "verify-full" (and
+	// its CN is the user name). Either is in addition to gateway.auth.
+	ClientCAFile string
+	ClientCert   string
+}
+
+// LimitsConfig is the `limits { }` block: the HTTP API's request rate per
+// client IP (a token bucket). Health endpoints and agent-to-agent calls are
+// not limited.
+type LimitsConfig struct {
+	HTTPMaxRPS float64 // default 100; 0 = no limit
+	HTTPBurst  int     // default 200
 }
 
 // ACLConfig is the `acl { }` block.
@@ -146,29 +173,33 @@ type ACLConfig struct {
 
 // Defaults, exported for the docs and for tests of other packages.
 const (
-	DefaultBindAddr           = "0.0.0.0"
-	DefaultRetryInterval      = 5 * time.Second
-	DefaultLogLevel           = "info"
-	DefaultPortGateway        = 5432
-	DefaultPortGatewayRO      = 5434
-	DefaultPortPostgres       = 5433
-	DefaultPortHTTP           = 8432
-	DefaultPortSerf           = 8301
-	DefaultPortRaft           = 8300
-	DefaultOSUser             = "postgres"
-	DefaultMaxLagOnFailover   = 16 << 20
-	DefaultGossipProfile      = "lan"
-	DefaultRaftMultiplier     = 1
-	DefaultLease              = 1200 * time.Millisecond
-	DefaultLeaseRenewInterval = 200 * time.Millisecond
-	DefaultHoldDown           = 1250 * time.Millisecond
-	DefaultFailoverPriority   = 1
-	DefaultMaxConnections     = 1000
-	DefaultHoldTimeout        = 30 * time.Second
-	DefaultGatewayAuth        = "scram"
-	DefaultReadOnlyMaxLag     = 16 << 20
-	DefaultReadOnlyBalance    = "round-robin"
-	DefaultDrainTimeout       = 5 * time.Second
-	DefaultPrometheusRetain   = time.Minute
-	DefaultMetricsPrefix      = "pgbattery"
+	DefaultBindAddr            = "0.0.0.0"
+	DefaultRetryInterval       = 5 * time.Second
+	DefaultLogLevel            = "info"
+	DefaultPortGateway         = 5432
+	DefaultPortGatewayRO       = 5434
+	DefaultPortPostgres        = 5433
+	DefaultPortHTTP            = 8432
+	DefaultPortSerf            = 8301
+	DefaultPortRaft            = 8300
+	DefaultOSUser              = "postgres"
+	DefaultMaxLagOnFailover    = 16 << 20
+	DefaultGossipProfile       = "lan"
+	DefaultRaftMultiplier      = 1
+	DefaultLease               = 1200 * time.Millisecond
+	DefaultLeaseRenewInterval  = 200 * time.Millisecond
+	DefaultHoldDown            = 1250 * time.Millisecond
+	DefaultPostgresHangTimeout = 4 * time.Second
+	DefaultFailoverPriority    = 1
+	DefaultMaxConnections      = 1000
+	DefaultHoldTimeout         = 30 * time.Second
+	DefaultGatewayAuth         = "scram"
+	DefaultReadOnlyMaxLag      = 16 << 20
+	DefaultReadOnlyBalance     = "round-robin"
+	DefaultClientCert          = "off"
+	DefaultDrainTimeout        = 5 * time.Second
+	DefaultPrometheusRetain    = time.Minute
+	DefaultMetricsPrefix       = "pgbattery"
+	DefaultHTTPMaxRPS          = 100
+	DefaultHTTPBurst           = 200
 )

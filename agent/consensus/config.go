@@ -48,6 +48,7 @@ const (
 	baseHeartbeatTimeout   = 150 * time.Millisecond
 	baseElectionTimeout    = 150 * time.Millisecond
 	baseLeaderLeaseTimeout = 150 * time.Millisecond
+	baseCommitTimeout      = 5 * time.Millisecond
 
 	// MaxMultiplier bounds Multiplier as Consul's raft_multiplier does.
 	MaxMultiplier = 10
@@ -70,6 +71,9 @@ type Timings struct {
 	// LeaderLeaseTimeout: a leader that has not heard from a quorum for this
 	// long steps down.
 	LeaderLeaseTimeout time.Duration
+	// CommitTimeout: how soon an idle leader tells followers about a new
+	// commit index.
+	CommitTimeout time.Duration
 }
 
 // MaxElection is a pessimistic bound on how long the group may be without a
@@ -96,6 +100,7 @@ func TimingsFor(multiplier int) (Timings, error) {
 		HeartbeatTimeout:   m * baseHeartbeatTimeout,
 		ElectionTimeout:    m * baseElectionTimeout,
 		LeaderLeaseTimeout: m * baseLeaderLeaseTimeout,
+		CommitTimeout:      m * baseCommitTimeout,
 	}, nil
 }
 
@@ -165,7 +170,7 @@ func (c Config) timings() Timings {
 		if m == 0 {
 			m = DefaultMultiplier
 		}
-		t = Timings{HeartbeatTimeout: m * b.HeartbeatTimeout, ElectionTimeout: m * b.ElectionTimeout, LeaderLeaseTimeout: m * b.LeaderLeaseTimeout}
+		t = Timings{HeartbeatTimeout: m * b.HeartbeatTimeout, ElectionTimeout: m * b.ElectionTimeout, LeaderLeaseTimeout: m * b.LeaderLeaseTimeout, CommitTimeout: m * baseCommitTimeout}
 	}
 	return t
 }
@@ -264,6 +269,13 @@ func (c Config) raftConfig() *raft.Config {
 	rc.HeartbeatTimeout = t.HeartbeatTimeout
 	rc.ElectionTimeout = t.ElectionTimeout
 	rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	// A follower learns that an entry committed only with the leader's
+	// next AppendEntries: after CommitTimeout..2×CommitTimeout when no
+	// other entry follows. The failover path is a chain of such entries
+	// (new primary, its lease, its fence), each to be seen by another
+	// node, so raft's 50 ms default would cost up to 100 ms per link. An
+	// empty AppendEntries every few milliseconds is cheap.
+	rc.CommitTimeout = t.CommitTimeout
 	// Pre-vote keeps a node that was cut off (and kept raising its term)
 	// from deposing a healthy leader when it comes back: every deposition
 	// re-arms the controller's hold-down and so delays failovers.

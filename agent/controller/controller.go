@@ -56,6 +56,9 @@ type Config struct {
 	SyncInterval time.Duration
 	// NewClusterID makes the id of a new cluster (default: random).
 	NewClusterID func() string
+	// WallClock stamps decisions for the history (nil: not stamped, as
+	// in the simulation). Nothing is decided by it.
+	WallClock func() time.Time
 	// BootstrapExpect is how many members running PostgreSQL must be
 	// registered before the first primary is chosen (0: any), so that a
 	// member holding existing data is not overlooked.
@@ -109,6 +112,13 @@ type Controller struct {
 	opSeenAt       time.Duration
 	opEndedAt      time.Duration
 	opEndedSeen    bool
+
+	// gapEpoch is the epoch of a new primary this leader chose, gapFrom
+	// when it last saw the old one able to write (its last lease
+	// renewal, or its release): once the new primary records its fence,
+	// the difference goes into the history as the write gap.
+	gapEpoch uint64
+	gapFrom  time.Duration
 }
 
 // New validates cfg and returns a Controller.
@@ -269,6 +279,7 @@ func (c *Controller) Step(ctx context.Context) time.Duration {
 		c.leaseSeenVersion = st.Lease.Version
 		c.leaseSeenAt = now
 		clear(c.inflight)
+		c.gapEpoch = 0
 		c.syncChecked = false
 		c.confirmVersion = 0
 		c.opIndex = 0
@@ -281,6 +292,7 @@ func (c *Controller) Step(ctx context.Context) time.Duration {
 	if st.Epoch == 0 {
 		return c.bootstrap(ctx, st, now)
 	}
+	c.annotateWriteGap(st, now)
 	if st.Pending != nil {
 		return c.operation(ctx, st, now)
 	}
@@ -353,12 +365,37 @@ func (c *Controller) propose(key string, cmd fsm.Command, now time.Duration) boo
 	if at, ok := c.inflight[key]; ok && now-at < c.cfg.RetryInterval {
 		return false
 	}
+	if sp, ok := cmd.(*fsm.SetPrimary); ok && c.cfg.WallClock != nil && sp.DecidedAt.IsZero() {
+		sp.DecidedAt = c.cfg.WallClock().UTC()
+	}
 	if err := c.d.Proposer.Propose(cmd); err != nil {
 		c.log.Warn("proposing failed", "command", cmd.MessageType().String(), "error", err)
 		return false
 	}
 	c.inflight[key] = now
+	if sp, ok := cmd.(*fsm.SetPrimary); ok {
+		c.gapEpoch, c.gapFrom = sp.Epoch, c.leaseSeenAt
+	}
 	return true
+}
+
+// annotateWriteGap records, once the primary this leader chose has taken
+// office (its fence xid is in the log), how long no primary could write.
+func (c *Controller) annotateWriteGap(st *fsm.State, now time.Duration) {
+	if c.gapEpoch == 0 || st.Epoch != c.gapEpoch {
+		if st.Epoch > c.gapEpoch {
+			c.gapEpoch = 0 // another leader's decision: not ours to time
+		}
+		return
+	}
+	if !st.PrimaryReady() {
+		return
+	}
+	gap := now - c.gapFrom
+	c.gapEpoch = 0
+	c.propose(fmt.Sprintf("gap/%d", st.Epoch), &fsm.AnnotateHistory{Epoch: st.Epoch, WriteGapMS: gap.Milliseconds()}, now)
+	c.d.Metrics.SetGauge([]string{"failover", "last_write_gap_ms"}, float32(gap.Milliseconds()))
+	c.log.Info("new primary in office", "node", st.Primary, "epoch", st.Epoch, "write_gap", gap)
 }
 
 // probeResult is one node's fresh answer.

@@ -86,9 +86,10 @@ type Action struct {
 	Kind     ActionKind
 	Upstream string
 	Epoch    uint64
-	// Sync is what ActServe must apply before accepting writes.
+	// Sync is what ActServe (and ActPromote, ahead of time) must apply
+	// before accepting writes.
 	Sync SyncConfig
-	// Slots (ActServe) are the physical replication slots the primary
+	// Slots (ActServe, ActPromote) are the physical replication slots the primary
 	// keeps, one per other member running PostgreSQL (SlotName). It creates
 	// missing ones and drops other slots named with SlotPrefix, never any
 	// other slot.
@@ -205,15 +206,25 @@ func desiredPrimary(st *fsm.State, l Local, fenceIfWritable func(Action) Action)
 	case !l.LeaseValid:
 		return fenceIfWritable(Action{Kind: ActWait, Epoch: e, Reason: "no valid lease"})
 	case l.InRecovery:
-		return Action{Kind: ActPromote, Epoch: e}
+		// Slots and synchronous_standby_names are put in place before
+		// the promotion (a standby ignores the setting and may hold
+		// physical slots): the standbys that re-point find their slot at
+		// once, and ActServe has nothing left to do but lift the fence.
+		return primaryAction(st, ActPromote)
 	case !st.PrimaryReady():
 		return Action{Kind: ActRecordFence, Epoch: e, Reason: "record the fence xid before accepting writes"}
 	}
+	return primaryAction(st, ActServe)
+}
+
+// primaryAction is kind with the slots and synchronous standbys the
+// primary of st must keep.
+func primaryAction(st *fsm.State, kind ActionKind) Action {
 	var slots []string
 	for _, n := range st.MemberNames() {
 		if n != st.Primary && !st.Members[n].NoPostgres {
 			slots = append(slots, SlotName(n))
 		}
 	}
-	return Action{Kind: ActServe, Epoch: e, Sync: SyncConfig{Standbys: slices.Clone(st.Sync.Standbys), K: st.Sync.K}, Slots: slots}
+	return Action{Kind: kind, Epoch: st.Epoch, Sync: SyncConfig{Standbys: slices.Clone(st.Sync.Standbys), K: st.Sync.K}, Slots: slots}
 }

@@ -10,6 +10,10 @@ import (
 	"github.com/pgbattery/pgbattery/agent/fsm"
 )
 
+// catchUpPoll is how often a switchover asks whether the target has
+// received the old primary's final WAL position.
+const catchUpPoll = 20 * time.Millisecond
+
 // operation executes a pending switchover or manual failover.
 //
 // Both start the same way: the primary's agent sees the pending operation
@@ -66,7 +70,10 @@ func (c *Controller) operation(ctx context.Context, st *fsm.State, now time.Dura
 		}
 		if waited < c.cfg.SwitchoverTimeout {
 			c.setStatus(now, StatusOperation, "switchover: waiting for a target to catch up: "+ch.Refused, st.Epoch, 0)
-			return min(c.cfg.RetryInterval/4, c.cfg.SwitchoverTimeout-waited+time.Millisecond)
+			// Writes are paused until the target holds the final
+			// position, usually a few milliseconds of streaming away:
+			// look again soon.
+			return min(catchUpPoll, c.cfg.SwitchoverTimeout-waited+time.Millisecond)
 		}
 		return c.reinstate(ctx, st, now, "switchover could not finish: "+ch.Refused)
 	case fsm.OpFailover:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // MessageType is the first byte of every log entry. The payload that follows
@@ -27,6 +28,7 @@ const (
 	CancelOpType        MessageType = 12
 	AnnotateHistoryType MessageType = 13
 	SetSecretsType      MessageType = 14
+	ReinitType          MessageType = 15
 )
 
 var typeNames = map[MessageType]string{
@@ -44,6 +46,7 @@ var typeNames = map[MessageType]string{
 	CancelOpType:        "cancel-op",
 	AnnotateHistoryType: "annotate-history",
 	SetSecretsType:      "set-secrets",
+	ReinitType:          "reinit",
 }
 
 func (t MessageType) String() string {
@@ -81,6 +84,7 @@ var commandTable = map[MessageType]func() command{
 	CancelOpType:        func() command { return &CancelOp{} },
 	AnnotateHistoryType: func() command { return &AnnotateHistory{} },
 	SetSecretsType:      func() command { return &SetSecrets{} },
+	ReinitType:          func() command { return &Reinit{} },
 }
 
 // Encode renders a command as a log entry: one type byte, then JSON.
@@ -251,6 +255,9 @@ type SetPrimary struct {
 	// Sync is the replication configuration of the new epoch.
 	Sync      SyncState `json:"sync"`
 	DecidedBy string    `json:"decided_by,omitempty"`
+	// DecidedAt is the deciding leader's wall clock, for people reading
+	// the history; no decision depends on it.
+	DecidedAt time.Time `json:"decided_at,omitzero"`
 }
 
 func (*SetPrimary) MessageType() MessageType { return SetPrimaryType }
@@ -278,7 +285,7 @@ func (c *SetPrimary) apply(s *State, a applyCtx) error {
 	appendHistory(s, Transition{
 		Epoch: c.Epoch, Kind: c.Kind, From: from, To: c.Node, Reason: c.Reason,
 		Candidates: c.Candidates, PromoteLSN: c.PromoteLSN, MaybeLost: c.MaybeLost,
-		DecidedBy: c.DecidedBy, Index: a.index, Term: a.term,
+		DecidedBy: c.DecidedBy, DecidedAt: c.DecidedAt, Index: a.index, Term: a.term,
 	})
 	return nil
 }
@@ -298,6 +305,7 @@ func takeOffice(s *State, a applyCtx, node string, epoch uint64, sync SyncState)
 	sync.Voters = slices.Clone(sync.Voters)
 	s.Sync = sync
 	s.Pending = nil
+	cancelReinitOf(s, node, a.index)
 }
 
 func appendHistory(s *State, t Transition) {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"slices"
 	"sort"
+	"time"
 )
 
 // Bounds on what the state keeps, so that a long-lived cluster's snapshot
@@ -165,11 +166,18 @@ type Transition struct {
 	PromoteLSN LSN `json:"promote_lsn,omitempty"`
 	// MaybeLost is set when a manual failover chose a node known to hold
 	// less WAL than another one: how many bytes may be lost.
-	MaybeLost  uint64 `json:"maybe_lost,omitempty"`
-	DecidedBy  string `json:"decided_by,omitempty"`
-	Index      uint64 `json:"index"`
-	Term       uint64 `json:"term"`
-	WriteGapMS int64  `json:"write_gap_ms,omitempty"`
+	MaybeLost uint64 `json:"maybe_lost,omitempty"`
+	DecidedBy string `json:"decided_by,omitempty"`
+	// DecidedAt is the deciding leader's wall clock (zero for entries
+	// written before it was recorded).
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	Index     uint64    `json:"index"`
+	Term      uint64    `json:"term"`
+	// WriteGapMS is how long no primary accepted writes, as the raft
+	// leader saw it: from the old primary's last lease renewal (or its
+	// release) to the new primary's fence record. An upper bound: the old
+	// primary may have written until shortly after its last renewal.
+	WriteGapMS int64 `json:"write_gap_ms,omitempty"`
 }
 
 // Operation kinds an operator can request.
@@ -209,6 +217,10 @@ type State struct {
 	// Secrets are the agent roles' passwords (SetSecrets); immutable once
 	// set, so Clone shares the pointer.
 	Secrets *Secrets `json:"secrets,omitempty"`
+	// Reinit holds the pending reinit requests by node; ReinitLog the
+	// finished ones, oldest first.
+	Reinit    map[string]ReinitRequest `json:"reinit,omitempty"`
+	ReinitLog []ReinitRecord           `json:"reinit_log,omitempty"`
 	// Index and Term of the last applied log entry.
 	Index uint64 `json:"index"`
 	Term  uint64 `json:"term"`
@@ -295,6 +307,13 @@ func (s *State) Clone() *State {
 	if len(c.History) == 0 {
 		c.History = nil
 	}
+	if s.Reinit != nil {
+		c.Reinit = make(map[string]ReinitRequest, len(s.Reinit))
+		for k, v := range s.Reinit {
+			c.Reinit[k] = v
+		}
+	}
+	c.ReinitLog = slices.Clone(s.ReinitLog)
 	return &c
 }
 

@@ -71,7 +71,9 @@ type Runner struct {
 	inflight int
 	fenced   bool   // fenced since the lease last lapsed
 	released uint64 // epoch whose lease this node gave up: never renewed again
-	wake     chan struct{}
+	// releaseSent is the epoch whose release the cluster accepted.
+	releaseSent uint64
+	wake        chan struct{}
 }
 
 // NewRunner validates the configuration and returns a Runner.
@@ -100,16 +102,26 @@ func (r *Runner) Valid() bool {
 // Release gives the lease up through the log after the caller has made
 // PostgreSQL unable to accept writes (it died, or it was fenced for a
 // switchover). From then on Valid is false.
-func (r *Runner) Release(ctx context.Context, finalLSN fsm.LSN, cause string) error {
+func (r *Runner) Release(ctx context.Context, finalLSN fsm.LSN, cause string) (err error) {
 	st := r.cfg.State.State()
 	r.mu.Lock()
 	r.holder.Reset()
 	r.fenced = true
+	again := r.releaseSent == st.Epoch
 	r.released = st.Epoch
 	r.mu.Unlock()
-	if st.Primary != r.cfg.Node || st.Lease.Released {
+	if st.Primary != r.cfg.Node || st.Lease.Released || again {
+		// Already given up (a second call before this node's replica
+		// has applied the first release is not a new release).
 		return nil
 	}
+	defer func() {
+		if err == nil {
+			r.mu.Lock()
+			r.releaseSent = st.Epoch
+			r.mu.Unlock()
+		}
+	}()
 	return r.cfg.Renewer.Release(ctx, &fsm.ReleaseLease{Holder: r.cfg.Node, Epoch: st.Epoch, FinalLSN: finalLSN, Cause: cause})
 }
 

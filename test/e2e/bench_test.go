@@ -16,7 +16,7 @@ import (
 )
 
 // TestFailoverBench measures the write gap a client sees at each kind of
-// primary failure: a probe writes every 10 ms to the writable primary
+// primary failure, and at a planned switchover: a probe writes every 10 ms to the writable primary
 // (multi-host DSN, re-resolved on connection errors) and the gap is the
 // time between its last acknowledged write before the fault and its first
 // after. Runs only with PGBATTERY_BENCH=1 (make bench); PGBATTERY_BENCH_RUNS
@@ -33,7 +33,7 @@ func TestFailoverBench(t *testing.T) {
 		}
 	}
 	c := startFaultCluster(t, 3, true)
-	kinds := []string{"postgres-killed", "node-killed", "partition"}
+	kinds := []string{"postgres-killed", "node-killed", "partition", "switchover"}
 	gaps := map[string][]time.Duration{}
 	for round := 0; round < runs; round++ {
 		for _, kind := range kinds {
@@ -111,6 +111,15 @@ func benchOnce(t *testing.T, c *faultCluster, kind string, round int) (time.Dura
 		killNode(t, old)
 	case "partition":
 		heal = c.partition(t, old)
+	case "switchover":
+		// Planned: the old primary hands over to a caught-up standby and
+		// follows it; the gap is the write pause the handover costs.
+		out, code := opCLI(t, c.others(old)[0], 90*time.Second, "switchover", "-wait")
+		if code != 0 {
+			t.Errorf("switchover run %d: exit %d:\n%s", round+1, code, out)
+			probe.Stop()
+			return 0, false
+		}
 	}
 	// The fault has taken effect (the processes are dead, the rules are
 	// in): a write invoked from now on shows the cluster serving again.
@@ -135,8 +144,8 @@ func benchOnce(t *testing.T, c *faultCluster, kind string, round int) (time.Dura
 		}
 		return 0, false
 	}
-	if kind == "partition" {
-		waitFor(t, 3*time.Minute, "the old primary to rejoin after the heal", func() bool { return role(old) == "replica" })
+	if kind == "partition" || kind == "switchover" {
+		waitFor(t, 3*time.Minute, "the old primary to rejoin as a replica", func() bool { return role(old) == "replica" })
 	}
 	// The gap is the longest pause between two acknowledgements from the
 	// fault until the first write invoked after it took effect was

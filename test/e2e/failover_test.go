@@ -34,6 +34,7 @@ func TestFailoverScenarios(t *testing.T) {
 	t.Run("raft-leader-killed", func(t *testing.T) { testKillRaftLeader(t, c) })
 	t.Run("standbys-killed", func(t *testing.T) { testKillStandbys(t, c) })
 	t.Run("postgres-killed", func(t *testing.T) { testKillPostgres(t, c) })
+	t.Run("postgres-hung", func(t *testing.T) { testHungPostgres(t, c) })
 	t.Run("node-killed", func(t *testing.T) { testKillPrimaryNode(t, c) })
 	t.Run("switchover-storm", func(t *testing.T) { testSwitchoverStorm(t, c) })
 	t.Run("full-restart", func(t *testing.T) { testFullRestart(t, c) })
@@ -129,6 +130,45 @@ func testKillPostgres(t *testing.T, c *faultCluster) {
 			t.Logf("failover recorded: %s -> %s: %s", first.From, first.To, first.Reason)
 		}
 	}
+}
+
+// Stop the primary's PostgreSQL (SIGSTOP of the postmaster and every
+// backend) while its agent runs on: the agent would go on renewing the lease
+// for a server that answers nothing. It must notice the hang
+// (failover.postgres_hang_timeout), kill PostgreSQL and hand over as after
+// a crash; no acknowledged write is lost and the node comes back as a
+// standby.
+func testHungPostgres(t *testing.T, c *faultCluster) {
+	old := c.settle(t)
+	before, _ := clusterStatus(old)
+	run := startAppend(t, c, "acked_pg_hang")
+	time.Sleep(2 * time.Second)
+
+	faultAt := run.cfg.Clock.Now()
+	pm := postmasterPID(old.dataDir())
+	if !processAlive(pm) {
+		t.Fatalf("%s has no running postmaster", old.name)
+	}
+	syscall.Kill(pm, syscall.SIGSTOP)
+	stopped := append(childrenOf(pm), pm)
+	for _, child := range stopped[:len(stopped)-1] {
+		syscall.Kill(child, syscall.SIGSTOP)
+	}
+	// Whatever happens, nothing stays stopped after the test.
+	t.Cleanup(func() {
+		for _, pid := range stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	c.waitNewPrimary(t, old, 90*time.Second)
+	waitFor(t, 30*time.Second, "the agent of "+old.name+" to kill its hung PostgreSQL", func() bool {
+		return strings.Contains(old.logs(), "killing PostgreSQL")
+	})
+	c.waitWritable(t, 60*time.Second)
+	run.finish(t, faultAt)
+	waitFor(t, 3*time.Minute, old.name+" to rejoin as a replica", func() bool { return role(old) == "replica" })
+	st, _ := clusterStatus(c.running()[0])
+	t.Logf("PostgreSQL of %s stopped: new primary %s (epoch %d, was %d)", old.name, st.Primary, st.Epoch, before.Epoch)
 }
 
 // Kill a standby: writes continue and the synchronous set drops it; kill

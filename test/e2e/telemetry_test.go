@@ -11,6 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/pgbattery/pgbattery/agent"
 )
 
 func TestTelemetryPrometheusAndStatsd(t *testing.T) {
@@ -56,6 +58,39 @@ telemetry {
 			t.Errorf("metric %s has no real HELP text: %q", name, f.GetHelp())
 		}
 	}
+	// Every metric of pgbattery's catalogue is exported with its HELP
+	// text, and the cluster gauges carry the cluster's state.
+	for _, d := range agent.MetricDefinitions() {
+		name := "pgbattery_" + strings.Join(d.Name, "_")
+		f, ok := families[name]
+		if !ok {
+			t.Errorf("catalogued metric %s missing from the Prometheus output", name)
+			continue
+		}
+		if f.GetHelp() != d.Help {
+			t.Errorf("metric %s: HELP %q, want %q", name, f.GetHelp(), d.Help)
+		}
+	}
+	waitFor(t, 30*time.Second, "the cluster gauges", func() bool {
+		resp, err := http.Get("http://" + p.httpAddr() + "/v1/agent/metrics?format=prometheus")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			return false
+		}
+		gauge := func(name string) float64 {
+			if f, ok := fams[name]; ok && len(f.Metric) > 0 {
+				return f.Metric[0].GetGauge().GetValue()
+			}
+			return -1
+		}
+		return gauge("pgbattery_cluster_epoch") >= 1 && gauge("pgbattery_raft_term") >= 1 &&
+			gauge("pgbattery_raft_is_leader") == 1 && gauge("pgbattery_cluster_primary_ready") == 1
+	})
 	if _, ok := families["pgbattery_memberlist_gossip"]; !ok {
 		found := false
 		for name := range families {

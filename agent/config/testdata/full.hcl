@@ -99,7 +99,17 @@ tls {
     cert_file = "@DIR@/gw-cert.pem"
     key_file  = "@DIR@/gw-key.pem"
     required  = true
+    client_ca_file = "@DIR@/ca.pem"
+    client_cert    = "verify-full"
   }
+  http {
+    enabled = true
+  }
+}
+
+limits {
+  http_max_rps = 50.5
+  http_burst   = 80
 }
 
 acl {

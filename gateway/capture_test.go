@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+// xidRow is the DataRow of the capture: one text column, or NULL.
+func xidRow(v string, null bool) []byte {
+	b := binary.BigEndian.AppendUint16(nil, 1)
+	if null {
+		return binary.BigEndian.AppendUint32(b, 0xFFFFFFFF)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+func TestCaptureSimple(t *testing.T) {
+	tr := newTracker()
+	tr.resolveCommits = true
+	if tr.query("COMMIT") {
+		t.Fatal("captured a COMMIT outside a transaction block")
+	}
+	tr.server('C', cstr("COMMIT"))
+	tr.server('Z', []byte{'I'})
+
+	tr.query("BEGIN")
+	tr.server('C', cstr("BEGIN"))
+	tr.server('Z', []byte{'T'})
+	for _, q := range []string{"COMMIT AND CHAIN", "INSERT INTO x VALUES (1); COMMIT"} {
+		tr2 := newTracker()
+		tr2.resolveCommits, tr2.txStatus = true, 'T'
+		if tr2.query(q) {
+			t.Errorf("%q captured", q)
+		}
+	}
+	if !tr.query("/* done */ commit;") {
+		t.Fatal("lone COMMIT in a transaction block not captured")
+	}
+	if !tr.capturing.Load() {
+		t.Fatal("capturing not set")
+	}
+	for _, m := range []struct {
+		typ  byte
+		body []byte
+	}{{'T', make([]byte, 30)}, {'D', xidRow("12345", false)}, {'C', cstr("SELECT 1")}, {'Z', []byte{'T'}}} {
+		if swallow, notice := tr.captured(m.typ, m.body); !swallow || notice {
+			t.Fatalf("capture response %c not swallowed", m.typ)
+		}
+	}
+	if tr.capturing.Load() {
+		t.Fatal("still capturing after the capture's ReadyForQuery")
+	}
+	w := tr.inFlightWork()
+	if !w.commit || !w.commitOnly || w.xidState != xidValue || w.xid != 12345 || w.commitAcked {
+		t.Fatalf("in flight: %+v", w)
+	}
+	// The COMMIT's own answer is not the capture's.
+	if swallow, _ := tr.captured('C', cstr("COMMIT")); swallow {
+		t.Fatal("swallowed the COMMIT's CommandComplete")
+	}
+	tr.server('C', cstr("COMMIT"))
+	if w := tr.inFlightWork(); !w.commitAcked || w.commitOnly {
+		t.Fatalf("after the COMMIT's CommandComplete: %+v", w)
+	}
+	tr.server('Z', []byte{'I'})
+	if tr.xidState != xidNone || tr.commitAcked || !tr.quiet() {
+		t.Fatal("capture state left after ReadyForQuery")
+	}
+}
+
+func TestCaptureSimpleFails(t *testing.T) {
+	tr := newTracker()
+	tr.resolveCommits, tr.txStatus = true, 'T'
+	if !tr.query("END") {
+		t.Fatal("END not captured")
+	}
+	errBody := append(append([]byte{'S'}, cstr("ERROR")...), append(append([]byte{'C'}, cstr("57014")...), 0)...)
+	if swallow, notice := tr.captured('E', errBody); !swallow || !notice {
+		t.Fatal("the capture's error is not turned into a notice")
+	}
+	tr.captured('Z', []byte{'E'})
+	if w := tr.inFlightWork(); w.xidState != xidNone || !w.commitOnly {
+		t.Fatalf("after a failed capture: %+v", w)
+	}
+	// The COMMIT then answers ROLLBACK.
+	tr.server('C', cstr("ROLLBACK"))
+	tr.server('Z', []byte{'I'})
+	if !tr.quiet() {
+		t.Fatal("not quiet")
+	}
+}
+
+func TestCaptureExtended(t *testing.T) {
+	tr := newTracker()
+	tr.resolveCommits, tr.txStatus = true, 'T'
+	tr.parse(append(append(cstr(""), cstr("COMMIT")...), 0, 0))
+	tr.bind(append(cstr(""), cstr("")...))
+	if !tr.execute(append(cstr(""), 0, 0, 0, 0)) {
+		t.Fatal("extended COMMIT not captured")
+	}
+	tr.sync()
+	tr.server('1', nil)
+	tr.server('2', nil)
+	for _, m := range []struct {
+		typ  byte
+		body []byte
+	}{{'1', nil}, {'2', nil}, {'D', xidRow("", true)}, {'C', cstr("SELECT 1")}, {'3', nil}} {
+		if swallow, _ := tr.captured(m.typ, m.body); !swallow {
+			t.Fatalf("capture response %c not swallowed", m.typ)
+		}
+	}
+	if w := tr.inFlightWork(); !w.commitOnly || w.xidState != xidNull {
+		t.Fatalf("in flight: %+v", w)
+	}
+	tr.server('C', cstr("COMMIT"))
+	tr.server('Z', []byte{'I'})
+	if !tr.quiet() || tr.lost {
+		t.Fatal("tracker out of step after an extended capture")
+	}
+	// A second Execute in the same batch as another statement: not
+	// captured.
+	tr.txStatus = 'T'
+	tr.parse(append(append(cstr(""), cstr("INSERT INTO x VALUES (1)")...), 0, 0))
+	tr.bind(append(cstr(""), cstr("")...))
+	tr.execute(append(cstr(""), 0, 0, 0, 0))
+	tr.parse(append(append(cstr("c"), cstr("COMMIT")...), 0, 0))
+	tr.bind(append(cstr(""), cstr("c")...))
+	if tr.execute(append(cstr(""), 0, 0, 0, 0)) {
+		t.Fatal("COMMIT behind another statement captured")
+	}
+}
+
+func TestCommitAckedOnlyIfLast(t *testing.T) {
+	tr := newTracker()
+	tr.txStatus = 'T'
+	tr.query("COMMIT; BEGIN")
+	tr.server('C', cstr("COMMIT"))
+	if w := tr.inFlightWork(); w.commitAcked {
+		t.Fatal("acked with BEGIN still to come")
+	}
+	tr.server('C', cstr("BEGIN"))
+	if w := tr.inFlightWork(); w.commitAcked {
+		t.Fatal("acked although a BEGIN followed the COMMIT")
+	}
+}
+
+func TestParseXidRow(t *testing.T) {
+	for _, c := range []struct {
+		body  []byte
+		state uint8
+		xid   uint64
+	}{
+		{xidRow("42", false), xidValue, 42},
+		{xidRow("", true), xidNull, 0},
+		{xidRow("x1", false), xidNone, 0},
+		{[]byte{0, 2}, xidNone, 0},
+		{append(xidRow("42", false), 'x'), xidNone, 0},
+	} {
+		if st, x := parseXidRow(c.body); st != c.state || x != c.xid {
+			t.Errorf("parseXidRow(%q) = %d, %d", c.body, st, x)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"testing"
+	"time"
+
+	metrics "github.com/hashicorp/go-metrics"
+	prometheussink "github.com/hashicorp/go-metrics/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// agentLikeMetrics is a go-metrics instance with the sinks the agent uses
+// (in-memory and Prometheus), so the benchmark pays what the agent pays per
+// request for metrics.
+func agentLikeMetrics(t testing.TB) *metrics.Metrics {
+	inm := metrics.NewInmemSink(10*time.Second, time.Minute)
+	ps, err := prometheussink.NewPrometheusSinkFrom(prometheussink.PrometheusOpts{
+		Expiration: time.Minute, Registerer: prometheus.NewRegistry(), Name: "pgbattery_bench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := metrics.DefaultConfig("pgbattery")
+	cfg.EnableRuntimeMetrics = false
+	m, err := metrics.New(cfg, metrics.FanoutSink{inm, ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// BenchmarkForwardExtendedAgentMetrics is the gateway's CPU and allocations
+// per request of pgbench -M extended -S, one request and its answer at a
+// time (as a client at -c 1 sends them), with the metrics sinks the agent
+// runs: the messages, the tracker and the latency sample together.
+func BenchmarkForwardExtendedAgentMetrics(b *testing.B) {
+	req := bytes.Join([][]byte{
+		msg('P', cstr(""), cstr("SELECT abalance FROM pgbench_accounts WHERE aid = $1;"), []byte{0, 0}),
+		msg('B', cstr(""), cstr(""), []byte{0, 0, 0, 1, 0, 0, 0, 5}, []byte("12345"), []byte{0, 0}),
+		msg('D', []byte{'P'}, cstr("")), msg('E', cstr(""), []byte{0, 0, 0, 0}), msg('S'),
+	}, nil)
+	resp := bytes.Join([][]byte{
+		msg('1'), msg('2'), msg('T', make([]byte, 30)), msg('D', make([]byte, 12)), msg('C', cstr("SELECT 1")), msg('Z', []byte{'I'}),
+	}, nil)
+	s, be, _ := newHarness(nil, 1<<20)
+	s.g.cfg.Metrics = agentLikeMetrics(b)
+	reqR, respR := bytes.NewReader(req), bytes.NewReader(resp)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		reqR.Reset(req)
+		s.cr.Reset(reqR)
+		be.w.Reset(io.Discard)
+		s.clientToServer(be)
+		be.w.Flush()
+		respR.Reset(resp)
+		be.r.Reset(respR)
+		s.cw.Reset(io.Discard)
+		s.serverToClient(be)
+		s.cw.Flush()
+	}
+}
