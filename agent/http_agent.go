@@ -49,13 +49,24 @@ func (a *Agent) routes() []route {
 func (a *Agent) handleSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	cfg := a.config()
 	self := a.gossip.LocalMember()
-	return api.AgentSelf{
+	out := api.AgentSelf{
 		Name:    cfg.NodeName,
 		Version: version.Short(),
 		Server:  cfg.Server,
 		Addr:    self.Address(),
 		Tags:    self.Tags,
-	}, nil
+	}
+	if a.gateway != nil {
+		s := a.gateway.MigrationStats()
+		out.Gateway = &api.GatewayStats{
+			Connections: a.gateway.Connections(),
+			Migrated:    s.Migrated, Held: s.Held, PinnedClosed: s.PinnedClosed, Rerun: s.Rerun,
+			Aborted: s.Aborted, Unknown: s.Unknown,
+			CommitCommitted: s.CommitCommitted, CommitAborted: s.CommitAborted, CommitUnknown: s.CommitUnknown,
+			Failed: s.Failed, MaxHoldMS: s.MaxHold.Milliseconds(),
+		}
+	}
+	return out, nil
 }
 
 func (a *Agent) handleMembers(w http.ResponseWriter, r *http.Request) (any, error) {

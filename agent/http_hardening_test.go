@@ -379,3 +379,60 @@ func TestHTTPServesTLS(t *testing.T) {
 		t.Error("a missing key was accepted")
 	}
 }
+
+// TestHTTPVerifyIncoming: with tls.verify_incoming the API asks every
+// client for a certificate from the cluster CA.
+func TestHTTPVerifyIncoming(t *testing.T) {
+	ip := testutil.Addr(t)
+	dir := t.TempDir()
+	ca, cert, key := writeServerCert(t, dir, ip)
+	tc, err := httpServerTLS(config.TLSConfig{CAFile: ca, CertFile: cert, KeyFile: key, VerifyIncoming: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newHTTPServer(hclog.NewNullLogger(), "", false, []route{
+		{method: "GET", path: "/v1/agent/self", fn: func(w http.ResponseWriter, r *http.Request) (any, error) {
+			return api.AgentSelf{Name: "n1"}, nil
+		}},
+	})
+	s.setTLS(tc)
+	if err := s.Listen(net.JoinHostPort(ip, "0")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	})
+	addr := "https://" + s.ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	noCert, _ := api.NewClient(api.Config{Address: addr, CAFile: ca})
+	if _, err := noCert.AgentSelf(ctx); err == nil {
+		t.Error("a client without a certificate was served")
+	}
+	withCert, err := api.NewClient(api.Config{Address: addr, CAFile: ca, ClientCert: cert, ClientKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self, err := withCert.AgentSelf(ctx); err != nil || self.Name != "n1" {
+		t.Errorf("a client with the CA's certificate: %v", err)
+	}
+	// The agents' own client presents the agent's certificate.
+	ptc, err := peerHTTPTLS(config.TLSConfig{CAFile: ca, CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ptc}, Timeout: 5 * time.Second}
+	resp, err := hc.Get(addr + "/v1/agent/self")
+	if err != nil {
+		t.Fatalf("agent to agent with verify_incoming: %v", err)
+	}
+	resp.Body.Close()
+	if _, err := api.NewClient(api.Config{Address: addr, ClientCert: cert, ClientKey: filepath.Join(dir, "nope")}); err == nil {
+		t.Error("a missing client key was accepted")
+	}
+}

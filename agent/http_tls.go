@@ -17,14 +17,36 @@ import (
 func httpTLSEnabled(cfg *config.RuntimeConfig) bool { return cfg.TLS.HTTP.Enabled }
 
 // httpServerTLS is the HTTP API's server configuration. Client
-// certificates are not asked for: the ACL token guards the API, and load
-// balancers' health probes carry none.
+// certificates are asked for only with tls.verify_incoming: then every
+// client (the CLI, other agents, load balancers' probes) must present one
+// the cluster CA issued. Otherwise the ACL token guards the API.
 func httpServerTLS(t config.TLSConfig) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading the HTTP API's TLS certificate %s: %w", t.CertFile, err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.VerifyIncoming {
+		pool, err := loadCA(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
+
+func loadCA(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the cluster CA %s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the cluster CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // peerHTTPTLS is the client configuration for calls to other agents' APIs.
@@ -43,13 +65,9 @@ func peerHTTPTLS(t config.TLSConfig) (*tls.Config, error) {
 	if t.CAFile == "" {
 		return c, nil
 	}
-	pem, err := os.ReadFile(t.CAFile)
+	roots, err := loadCA(t.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the cluster CA %s: %w", t.CAFile, err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("the cluster CA file %s holds no PEM certificate", t.CAFile)
+		return nil, err
 	}
 	c.RootCAs = roots
 	// InsecureSkipVerify only turns Go's own check off; VerifyConnection

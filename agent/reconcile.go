@@ -87,6 +87,7 @@ type reconciler struct {
 	observeTimedOut   bool // the last failed status query timed out
 	handOverOnce      sync.Once
 	stopping          atomic.Bool // the agent is leaving: no more actions
+	fenceRead         fenceReading
 	lastFlush         fsm.LSN
 	kick              chan struct{}
 	// reinit tracks the operator's reinit request this agent carries out
@@ -633,18 +634,12 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		r.logger.Info("promoted", "epoch", act.Epoch, "took", time.Since(start))
 		return nil
 	case controller.ActRecordFence:
-		return r.recordFence(ctx, act)
+		return r.recordFence(ctx, st, act)
 	case controller.ActServe:
 		if err := r.prepareOffice(ctx, st, act, status); err != nil {
 			return err
 		}
-		if inst.Fenced() || (status != nil && status.ReadOnly) {
-			if err := inst.SetFenced(ctx, false); err != nil {
-				return fmt.Errorf("lifting the fence: %w", err)
-			}
-			r.logger.Info("accepting writes", "epoch", act.Epoch)
-		}
-		return nil
+		return r.liftFence(ctx, act, status)
 	case controller.ActFollow:
 		return r.follow(ctx, st, act, l)
 	case controller.ActRewind:
@@ -827,32 +822,75 @@ func (r *reconciler) Fence(ctx context.Context, reason string) error {
 
 // recordFence proposes the fence xid of a newly promoted primary: any
 // transaction id at or above it did not commit before this epoch.
-func (r *reconciler) recordFence(ctx context.Context, act controller.Action) error {
-	if f, ok := r.c.fsm.State().FenceFor(act.Epoch); ok && f.Node == r.self {
+//
+// The fence is read once per epoch, while PostgreSQL is still read-only,
+// and the read-only default is lifted right after, before the record goes
+// through raft: every transaction id assigned from then on is at or above
+// the fence, which is all commit resolution needs, and the gateways, which
+// route to the new primary only once the fence is in the FSM, find it
+// already accepting writes. Reading it again after the lift could give a
+// larger value, under which a new transaction's xid would pass for a lost
+// one of the old timeline; so a retry reuses the first reading.
+func (r *reconciler) recordFence(ctx context.Context, st *fsm.State, act controller.Action) error {
+	if f, ok := st.FenceFor(act.Epoch); ok && f.Node == r.self {
 		return nil // recorded; the FSM change that says so is on its way
 	}
-	var xid uint64
-	var tli uint32
-	var lsn string
-	err := r.instance().WithConn(ctx, func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-		(SELECT timeline_id FROM pg_control_checkpoint())::int, pg_current_wal_lsn()::text`).Scan(&xid, &tli, &lsn)
-	})
+	fr := r.fenceRead
+	if fr.epoch != act.Epoch {
+		var lsn string
+		fr = fenceReading{epoch: act.Epoch}
+		err := r.instance().WithConn(ctx, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+		(SELECT timeline_id FROM pg_control_checkpoint())::int, pg_current_wal_lsn()::text`).Scan(&fr.xid, &fr.tli, &lsn)
+		})
+		if err != nil {
+			return fmt.Errorf("reading the fence xid: %w", err)
+		}
+		fr.lsn, _ = fsm.ParseLSN(lsn)
+		if s, err := r.instance().Status(ctx); err == nil && s.Timeline > fr.tli {
+			fr.tli = s.Timeline
+		}
+		r.fenceRead = fr
+	}
+	status, err := r.instance().Status(ctx)
 	if err != nil {
-		return fmt.Errorf("reading the fence xid: %w", err)
+		return fmt.Errorf("reading PostgreSQL's status before lifting the fence: %w", err)
 	}
-	if s, err := r.instance().Status(ctx); err == nil && s.Timeline > tli {
-		tli = s.Timeline
+	if err := r.prepareOffice(ctx, st, act, status); err != nil {
+		return err
 	}
-	switchLSN, _ := fsm.ParseLSN(lsn)
-	cmd := &fsm.RecordFence{Node: r.self, Epoch: act.Epoch, Timeline: tli, XID: xid, SwitchLSN: switchLSN}
+	if err := r.liftFence(ctx, act, status); err != nil {
+		return err
+	}
+	cmd := &fsm.RecordFence{Node: r.self, Epoch: act.Epoch, Timeline: fr.tli, XID: fr.xid, SwitchLSN: fr.lsn}
 	if err := r.c.fwd.apply(ctx, cmd); err != nil {
 		if f, ok := r.c.fsm.State().FenceFor(act.Epoch); ok && f.Node == r.self {
 			return nil // an earlier attempt committed
 		}
 		return fmt.Errorf("recording the fence: %w", err)
 	}
-	r.logger.Info("fence recorded", "epoch", act.Epoch, "xid", xid, "timeline", tli)
+	r.logger.Info("fence recorded", "epoch", act.Epoch, "xid", fr.xid, "timeline", fr.tli)
+	return nil
+}
+
+// fenceReading is a new primary's fence, read once per epoch.
+type fenceReading struct {
+	epoch uint64
+	xid   uint64
+	tli   uint32
+	lsn   fsm.LSN
+}
+
+// liftFence lets PostgreSQL accept writes (default_transaction_read_only
+// off), if it does not already.
+func (r *reconciler) liftFence(ctx context.Context, act controller.Action, status *pgctl.Status) error {
+	inst := r.instance()
+	if inst.Fenced() || (status != nil && status.ReadOnly) {
+		if err := inst.SetFenced(ctx, false); err != nil {
+			return fmt.Errorf("lifting the fence: %w", err)
+		}
+		r.logger.Info("accepting writes", "epoch", act.Epoch)
+	}
 	return nil
 }
 

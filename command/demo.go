@@ -201,6 +201,9 @@ type demoNode struct {
 	quickExits int
 	restartAt  time.Time // zero: no restart scheduled
 	gaveUp     bool
+	// migrated is the gateway's count of sessions moved to a new primary,
+	// as last reported (GET /v1/agent/self).
+	migrated int64
 }
 
 func (n *demoNode) pid() int {
@@ -591,6 +594,47 @@ func (d *demo) roles(ctx context.Context) map[string]string {
 	return out
 }
 
+// sessionsMoved is how many gateway sessions the running agents moved to a
+// new primary since the last call (a restarted agent counts from zero).
+func (d *demo) sessionsMoved(ctx context.Context) int64 {
+	var total int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range d.list {
+		if !n.running {
+			continue
+		}
+		wg.Add(1)
+		go func(n *demoNode) {
+			defer wg.Done()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.httpAddr()+"/v1/agent/self", nil)
+			if err != nil {
+				return
+			}
+			resp, err := d.httpClient.Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			var self api.AgentSelf
+			if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&self) != nil || self.Gateway == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			cur := self.Gateway.Migrated
+			if cur >= n.migrated {
+				total += cur - n.migrated
+			} else {
+				total += cur
+			}
+			n.migrated = cur
+		}(n)
+	}
+	wg.Wait()
+	return total
+}
+
 func (d *demo) readiness(ctx context.Context, n *demoNode) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.httpAddr()+"/v1/health/readiness", nil)
 	if err != nil {
@@ -827,13 +871,18 @@ func (d *demo) printNextSteps(primary string) {
 	first := d.list[0]
 	var b strings.Builder
 	// Every node's gateway routes to the primary; listing them all lets
-	// libpq skip a node that is down (the killed one, say).
-	hosts := make([]string, len(d.list))
-	ports := make([]string, len(d.list))
-	for i, o := range d.list {
-		hosts[i], ports[i] = "127.0.0.1", strconv.Itoa(o.ports.Gateway)
+	// libpq skip a node that is down. The primary's own gateway comes
+	// last: a psql session on another node's gateway stays connected when
+	// the primary's node is killed (the gateway moves it to the new
+	// primary), while one on the killed node's gateway dies with it.
+	var hosts, ports []string
+	for _, o := range d.list {
+		if o.name != primary {
+			hosts, ports = append(hosts, "127.0.0.1"), append(ports, strconv.Itoa(o.ports.Gateway))
+		}
 	}
-	fmt.Fprintf(&b, "\nConnect through the gateway (each node's gateway routes to the primary; psql tries them in turn):\n")
+	hosts, ports = append(hosts, "127.0.0.1"), append(ports, strconv.Itoa(n.ports.Gateway))
+	fmt.Fprintf(&b, "\nConnect through the gateway (each node's gateway routes to the primary; psql tries them in turn,\nthe primary's own last, so your session lives through the primary's death):\n")
 	fmt.Fprintf(&b, "    psql \"host=%s port=%s user=%s dbname=%s\"\n", strings.Join(hosts, ","), strings.Join(ports, ","), demoRole, demoDatabase)
 	fmt.Fprintf(&b, "    (one node's gateway: port %d; read-only, routed to a replica: port %d.)  The probe writes to table %s.\n",
 		first.ports.Gateway, first.ports.GatewayReadOnly, demoTable)
@@ -939,7 +988,10 @@ func (d *demo) watch(ctx context.Context, primary string) int {
 		}
 		if pending != nil {
 			if rep, ok := d.probe.gapAfter(pending.fromSeen, pending.detected); ok {
-				d.pr.line(fmt.Sprintf("==> Failover: %s -> %s (epoch %d); %s", pending.from, pending.to, epoch, rep))
+				mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				moved := d.sessionsMoved(mctx)
+				cancel()
+				d.pr.line(fmt.Sprintf("==> Failover: %s -> %s (epoch %d); %s; %d client sessions moved", pending.from, pending.to, epoch, rep, moved))
 				pending = nil
 				reportedUpTo = now
 			} else if now.Sub(pending.detected) > demoReportTimeout {

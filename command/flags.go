@@ -20,6 +20,8 @@ type HTTPFlags struct {
 	token      trackedString
 	caFile     trackedString
 	serverName trackedString
+	clientCert trackedString
+	clientKey  trackedString
 }
 
 // trackedString is a string flag that knows whether it was given.
@@ -42,6 +44,10 @@ func (f *HTTPFlags) AddTo(fs *flag.FlagSet) {
 		fmt.Sprintf("PEM CA bundle to verify an https:// agent's certificate against. Also set with the %s environment variable. Default: the system roots.", api.HTTPCACertEnvName))
 	fs.Var(&f.serverName, "tls-server-name",
 		fmt.Sprintf("The name the agent's certificate must carry, when it is not the host of -http-addr. Also set with the %s environment variable.", api.HTTPTLSServerNameEnvName))
+	fs.Var(&f.clientCert, "client-cert",
+		fmt.Sprintf("PEM client certificate for an agent with tls.verify_incoming. Also set with the %s environment variable.", api.HTTPClientCertEnvName))
+	fs.Var(&f.clientKey, "client-key",
+		fmt.Sprintf("PEM key of -client-cert. Also set with the %s environment variable.", api.HTTPClientKeyEnvName))
 }
 
 // flagOrEnv resolves a flag that an environment variable can also set.
@@ -77,6 +83,8 @@ func (f *HTTPFlags) APIClient() (*api.Client, error) {
 		Address: f.Address(), Token: f.Token(),
 		CAFile:        flagOrEnv(f.caFile, api.HTTPCACertEnvName),
 		TLSServerName: flagOrEnv(f.serverName, api.HTTPTLSServerNameEnvName),
+		ClientCert:    flagOrEnv(f.clientCert, api.HTTPClientCertEnvName),
+		ClientKey:     flagOrEnv(f.clientKey, api.HTTPClientKeyEnvName),
 	})
 }
 

@@ -308,6 +308,15 @@ type SessionInfo struct {
 	State    SessionState
 }
 
+// Connections is how many client connections are open on all listeners.
+func (g *Gateway) Connections() int64 {
+	var n int64
+	for _, l := range g.listeners {
+		n += l.connections.Load()
+	}
+	return n
+}
+
 // Sessions lists the current sessions.
 func (g *Gateway) Sessions() []SessionInfo {
 	g.mu.Lock()

@@ -310,7 +310,9 @@ func (t *tracker) inFlightWork() inFlightWork {
 		}
 		statements++
 		switch kind {
-		case sqlclass.Read:
+		case sqlclass.Read, sqlclass.Begin:
+			// A lost BEGIN started nothing that outlives the back end:
+			// as safe to send again as a read.
 		case sqlclass.Commit, sqlclass.TwoPhase:
 			w.commit = true
 			w.readOnly = false

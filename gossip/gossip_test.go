@@ -339,13 +339,13 @@ func TestRetryJoinAndForceLeave(t *testing.T) {
 	found := false
 	for _, iv := range sink.Data() {
 		for k := range iv.Counters {
-			if strings.Contains(k, "pgbattery.gossip.event.failed") {
+			if strings.Contains(k, "gossip.event.failed") {
 				found = true
 			}
 		}
 	}
 	if !found {
-		t.Error("no pgbattery.gossip.event.failed counter in the configured metrics sink")
+		t.Error("no gossip.event.failed counter in the configured metrics sink")
 	}
 
 	// Joining a closed port names the address.

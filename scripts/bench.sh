@@ -11,7 +11,7 @@
 #     fault kind (test/e2e/sessions_test.go); PGBATTERY_BENCH_RUNS=N runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=bench-results
+out="$PWD/bench-results"
 mkdir -p "$out"
 only=${BENCH:-all}
 status=0

@@ -76,6 +76,10 @@ const (
 	// name its certificate must carry when it is not the address's host.
 	HTTPCACertEnvName        = "PGBATTERY_CACERT"
 	HTTPTLSServerNameEnvName = "PGBATTERY_TLS_SERVER_NAME"
+	// HTTPClientCertEnvName and HTTPClientKeyEnvName name the client
+	// certificate and key for an agent with tls.verify_incoming.
+	HTTPClientCertEnvName = "PGBATTERY_CLIENT_CERT"
+	HTTPClientKeyEnvName  = "PGBATTERY_CLIENT_KEY"
 
 	// DefaultAddress is where a local agent's HTTP API listens by default.
 	DefaultAddress = "127.0.0.1:8432"
@@ -116,6 +120,26 @@ type AgentSelf struct {
 	Server  bool              `json:"server"`
 	Addr    string            `json:"addr"`
 	Tags    map[string]string `json:"tags"`
+	// Gateway counts what failovers did to this agent's gateway sessions
+	// since it started (nil when the agent runs no gateway).
+	Gateway *GatewayStats `json:"gateway,omitempty"`
+}
+
+// GatewayStats are one gateway's session-migration counters since the
+// agent started.
+type GatewayStats struct {
+	Connections     int64 `json:"connections"`
+	Migrated        int64 `json:"migrated"`
+	Held            int64 `json:"held"`
+	PinnedClosed    int64 `json:"pinned_closed"`
+	Rerun           int64 `json:"rerun"`
+	Aborted         int64 `json:"aborted"`
+	Unknown         int64 `json:"unknown"`
+	CommitCommitted int64 `json:"commit_committed"`
+	CommitAborted   int64 `json:"commit_aborted"`
+	CommitUnknown   int64 `json:"commit_unknown"`
+	Failed          int64 `json:"failed"`
+	MaxHoldMS       int64 `json:"max_hold_ms"`
 }
 
 // Member is one node of the cluster as the answering agent's gossip sees it.
@@ -175,6 +199,10 @@ type Config struct {
 	// HTTPClient is set.
 	CAFile        string
 	TLSServerName string
+	// ClientCert and ClientKey are presented to an agent that verifies
+	// client certificates (tls.verify_incoming).
+	ClientCert string
+	ClientKey  string
 }
 
 // Client talks to one agent's HTTP API.
@@ -200,8 +228,15 @@ func NewClient(cfg Config) (*Client, error) {
 		// Each request is bounded by its context (Timeout, or longer for a
 		// switchover that waits), not by a client-wide timeout.
 		hc = &http.Client{}
-		if cfg.CAFile != "" || cfg.TLSServerName != "" {
+		if cfg.CAFile != "" || cfg.TLSServerName != "" || cfg.ClientCert != "" || cfg.ClientKey != "" {
 			tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+			if cfg.ClientCert != "" || cfg.ClientKey != "" {
+				cert, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)
+				if err != nil {
+					return nil, fmt.Errorf("loading the client certificate: %w", err)
+				}
+				tc.Certificates = []tls.Certificate{cert}
+			}
 			if cfg.CAFile != "" {
 				pem, err := os.ReadFile(cfg.CAFile)
 				if err != nil {

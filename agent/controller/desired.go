@@ -37,9 +37,12 @@ const (
 	// ActPromote: pg_promote and wait until out of recovery; stay
 	// read-only.
 	ActPromote ActionKind = "promote"
-	// ActRecordFence: promoted but not yet writable: propose
-	// fsm.RecordFence with pg_snapshot_xmax(pg_current_snapshot()) and the
-	// timeline; stay read-only until the FSM has it.
+	// ActRecordFence: promoted, fence not in the FSM yet: read
+	// pg_snapshot_xmax(pg_current_snapshot()) once, while still read-only
+	// (every xid assigned afterwards is at or above it), lift the
+	// read-only default (synchronous standbys in place first), and
+	// propose fsm.RecordFence with it. Gateways route to the primary only
+	// once the FSM has the fence.
 	ActRecordFence ActionKind = "record-fence"
 	// ActServe: apply Sync (synchronous_standby_names = ANY K (Standbys))
 	// and then, only then, accept writes.
@@ -138,8 +141,9 @@ const MaxRewindAttempts = 3
 // and carries the action out (idempotently).
 //
 // The rules that keep one writer: a node is told to accept writes
-// (ActServe) only if the FSM names it primary of the current epoch, its own
-// lease is valid, it has been promoted, and its fence is recorded. Every
+// (ActRecordFence, ActServe) only if the FSM names it primary of the
+// current epoch, its own lease is valid, and it has been promoted; it lifts
+// its read-only default only after it has fixed its fence xid. Every
 // other node that is, or may be, a writable primary is told to fence.
 func Desired(st *fsm.State, self string, l Local) Action {
 	m := st.Member(self)
@@ -212,7 +216,9 @@ func desiredPrimary(st *fsm.State, l Local, fenceIfWritable func(Action) Action)
 		// once, and ActServe has nothing left to do but lift the fence.
 		return primaryAction(st, ActPromote)
 	case !st.PrimaryReady():
-		return Action{Kind: ActRecordFence, Epoch: e, Reason: "record the fence xid before accepting writes"}
+		a := primaryAction(st, ActRecordFence)
+		a.Reason = "fix the fence xid, then accept writes and record it"
+		return a
 	}
 	return primaryAction(st, ActServe)
 }

@@ -282,6 +282,18 @@ func (e *eval) reachable() Check {
 		details = append(details, m.Name+": "+why)
 	}
 	if len(missing) == 0 {
+		var problems []string
+		for _, r := range e.reports() {
+			for _, p := range r.Problems {
+				problems = append(problems, r.Node+": "+p)
+			}
+		}
+		if len(problems) > 0 {
+			return check(IDReachable, Warn, fmt.Sprintf("all %d agents answered, some could not read all about themselves", len(e.in.Members)),
+				"An agent could not ask its own PostgreSQL everything (it may be starting, stopping or overloaded); the checks "+
+					"that need what is missing may be incomplete. Run doctor again, and look at that node's agent log if it persists.",
+				problems)
+		}
 		return check(IDReachable, OK, fmt.Sprintf("all %d agents answered", len(e.in.Members)), "", nil)
 	}
 	return check(IDReachable, Fail, fmt.Sprintf("%d of %d agents did not answer: %s", len(missing), len(e.in.Members), strings.Join(missing, ", ")),

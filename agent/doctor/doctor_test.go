@@ -95,6 +95,9 @@ func TestChecksDetectProblems(t *testing.T) {
 		{"a missing standby: stopped", func(in *Input, o *Options) { in.Nodes["n2"].Report.Running = false }, IDStandbys, Fail, "n2: PostgreSQL is not running"},
 		{"a missing standby: agent down", func(in *Input, o *Options) { in.Nodes["n3"] = NodeResult{Error: "connection refused"} }, IDStandbys, Fail, "n3: did not answer"},
 		{"an agent down", func(in *Input, o *Options) { in.Nodes["n3"] = NodeResult{Error: "connection refused"} }, IDReachable, Fail, "connection refused"},
+		{"an agent that could not read its PostgreSQL", func(in *Input, o *Options) {
+			in.Nodes["n2"].Report.Problems = []string{"status: timeout"}
+		}, IDReachable, Warn, "n2: status: timeout"},
 		{"an agent down leaves quorum at the minimum", func(in *Input, o *Options) { in.Nodes["n3"] = NodeResult{Error: "timeout"} }, IDRaftQuorum, Warn, "2 of 3"},
 		{"no raft leader", func(in *Input, o *Options) { in.RaftLeader = "" }, IDRaftQuorum, Fail, "no raft leader"},
 		{"quorum lost", func(in *Input, o *Options) {

@@ -274,7 +274,13 @@ func runRound(t *testing.T, sc *scenario, c *cluster.Cluster, i int, seed int64)
 			r.problem("checker %s failed", res.Checker)
 		}
 	}
-	if app.Stats.Values["acknowledged"] == 0 {
+	acked := 0
+	for _, op := range res.appends {
+		if op.Outcome == checker.OutcomeOK {
+			acked++
+		}
+	}
+	if acked == 0 {
 		r.problem("no append was acknowledged in the whole round")
 	}
 	rec.Checkers = results

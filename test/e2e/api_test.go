@@ -73,7 +73,14 @@ func TestAPIEveryEndpoint(t *testing.T) {
 		return names[0] == names[1] && names[1] == names[2]
 	})
 	var st statusJSON
-	nodes[0].get("/v1/status?local", &st)
+	waitFor(t, time.Minute, "every agent registered in every agent's replicated state", func() bool {
+		for _, p := range nodes {
+			if p.get("/v1/status?local", &st) != 200 || len(st.Members) != 3 {
+				return false
+			}
+		}
+		return true
+	})
 	for _, p := range nodes {
 		switch {
 		case p.name == st.Raft.Leader:
@@ -181,10 +188,7 @@ func TestAPIEveryEndpoint(t *testing.T) {
 			{"failover to unknown", follower, "PUT", "/v1/operator/failover?to=nobody", tok, nil, 404, "no member"},
 			{"reinit without node", follower, "PUT", "/v1/operator/reinit", tok, nil, 400, "missing node"},
 			{"reinit unknown", follower, "PUT", "/v1/operator/reinit?node=nobody", tok, nil, 404, "no member"},
-			// Witnesses are not in the replicated member list (only
-			// PostgreSQL clusters register members); the 409 for a
-			// witness member is tested in agent/http_hardening_test.go.
-			{"reinit a node the state does not list", follower, "PUT", "/v1/operator/reinit?node=" + third.name, tok, nil, 404, "no member"},
+			{"reinit a witness", follower, "PUT", "/v1/operator/reinit?node=" + third.name, tok, nil, 409, "witness"},
 			{"reinit bad force", follower, "PUT", "/v1/operator/reinit?node=" + third.name + "&force=2", tok, nil, 400, "force"},
 			{"body too large", leader, "PUT", "/v1/internal/apply", tok, bytes.Repeat([]byte("x"), 70<<10), 413, "larger than"},
 		})
@@ -291,10 +295,12 @@ func writeClusterCerts(t *testing.T, dir string, addrs []string) (ca string, cer
 	return ca, certs, keys
 }
 
-// TestAPIOverTLS runs three agents with a tls block: the HTTP API speaks
-// HTTPS only, the agents forward to each other over HTTPS (a follower's
-// status comes from the leader, a follower's pause commits through it),
-// and the CLI reaches it with https:// and PGBATTERY_CACERT.
+// TestAPIOverTLS runs three agents with a tls block and verify_incoming:
+// the HTTP API speaks HTTPS only and asks for client certificates, the
+// agents forward to each other over HTTPS with their own certificates (a
+// follower's status comes from the leader, a follower's pause commits
+// through it), and the CLI reaches it with https://, PGBATTERY_CACERT and a
+// client certificate, and not without them.
 func TestAPIOverTLS(t *testing.T) {
 	dir := testutil.TempDir(t)
 	nodes := make([]*agentProc, 3)
@@ -304,12 +310,16 @@ func TestAPIOverTLS(t *testing.T) {
 	addrs := []string{nodes[0].addr, nodes[1].addr, nodes[2].addr}
 	ca, certs, keys := writeClusterCerts(t, dir, addrs)
 	for i, p := range nodes {
-		p.appendConfig(fmt.Sprintf("tls {\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, certs[i], keys[i]))
+		p.appendConfig(fmt.Sprintf("tls {\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n  verify_incoming = true\n}\n", ca, certs[i], keys[i]))
 	}
 	pool := x509.NewCertPool()
 	caPEM, _ := os.ReadFile(ca)
 	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	clientCert, err := tls.LoadX509KeyPair(certs[0], keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}}}
 	getTLS := func(p *agentProc, path string, out any) int {
 		resp, err := hc.Get("https://" + p.httpAddr() + path)
 		if err != nil {
@@ -361,22 +371,60 @@ func TestAPIOverTLS(t *testing.T) {
 		return string(out), 0
 	}
 	addrEnv := "PGBATTERY_HTTP_ADDR=https://" + follower.httpAddr()
-	if out, code := cli([]string{addrEnv, "PGBATTERY_CACERT=" + ca}, "pause"); code != 0 || !strings.Contains(out, "paused") {
+	certEnv := []string{"PGBATTERY_CLIENT_CERT=" + certs[0], "PGBATTERY_CLIENT_KEY=" + keys[0]}
+	if out, code := cli(append([]string{addrEnv, "PGBATTERY_CACERT=" + ca}, certEnv...), "pause"); code != 0 || !strings.Contains(out, "paused") {
 		t.Fatalf("pause over HTTPS from a follower: exit %d: %s", code, out)
 	}
 	waitFor(t, 10*time.Second, "paused", func() bool {
 		var s statusJSON
 		return getTLS(nodes[2], "/v1/status", &s) == 200 && s.Paused
 	})
-	if out, code := cli(nil, "members", "-http-addr=https://"+follower.httpAddr(), "-ca-file="+ca); code != 0 || !strings.Contains(out, "alive") {
-		t.Errorf("members with -ca-file: exit %d: %s", code, out)
+	if out, code := cli(nil, "members", "-http-addr=https://"+follower.httpAddr(), "-ca-file="+ca, "-client-cert="+certs[1], "-client-key="+keys[1]); code != 0 || !strings.Contains(out, "alive") {
+		t.Errorf("members with -ca-file and a client certificate: exit %d: %s", code, out)
 	}
-	if out, code := cli([]string{addrEnv}, "members"); code == 0 || !strings.Contains(out, "certificate") {
+	if out, code := cli(append([]string{addrEnv}, certEnv...), "members"); code == 0 || !strings.Contains(out, "certificate") {
 		t.Errorf("members without the CA: exit %d: %s; want a certificate error", code, out)
 	}
-	if out, code := cli([]string{addrEnv, "PGBATTERY_CACERT=" + ca}, "doctor", "-format=json"); !strings.Contains(out, `"id": "tls"`) {
+	if out, code := cli([]string{addrEnv, "PGBATTERY_CACERT=" + ca}, "members"); code == 0 {
+		t.Errorf("members without a client certificate (verify_incoming): exit 0: %s", out)
+	}
+	if out, code := cli(append([]string{addrEnv, "PGBATTERY_CACERT=" + ca}, certEnv...), "doctor", "-format=json"); !strings.Contains(out, `"id": "tls"`) {
 		t.Errorf("doctor over HTTPS: exit %d: %s", code, out)
 	} else if strings.Contains(out, "HTTP API without TLS") || strings.Contains(out, "raft RPC without TLS") {
 		t.Errorf("doctor does not see the TLS on: %s", out)
+	}
+}
+
+// TestAPIRateLimit checks the per-client rate limit on a real agent: over
+// the burst a client gets 429 with Retry-After, while the health endpoints
+// stay open.
+func TestAPIRateLimit(t *testing.T) {
+	p := newNode(t, "rl", nodeOpts{extraHCL: "limits {\n  http_max_rps = 0.5\n  http_burst = 3\n}\n"})
+	p.start()
+	waitFor(t, 30*time.Second, "the agent's API", func() bool { return p.get("/v1/health/liveness", nil) == 200 })
+	codes := []int{}
+	for i := 0; i < 5; i++ {
+		code, _ := call(t, p, "GET", "/v1/agent/self", "", nil)
+		codes = append(codes, code)
+	}
+	if codes[0] != 200 || codes[len(codes)-1] != http.StatusTooManyRequests {
+		t.Fatalf("codes of 5 quick requests with a burst of 3: %v; want 200 first, 429 last", codes)
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.httpAddr()+"/v1/agent/members", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "rate limit exceeded") {
+		t.Errorf("over the limit: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	for i := 0; i < 10; i++ {
+		for _, path := range []string{"/v1/health/liveness", "/v1/health/readiness", "/v1/agent/metrics"} {
+			if code, body := call(t, p, "GET", path, "", nil); code != 200 {
+				t.Fatalf("%s limited: %d %s", path, code, body)
+			}
+		}
 	}
 }

@@ -32,11 +32,9 @@ import (
 // 20000+50*N ... +49: two tests holding different addresses never share a
 // range, and 20000-32749 stays below the usual ephemeral range.
 //
-// Session migration across a failover is issue 6 and not built yet, so the
-// test checks the data with a new psql connection after the failover. When
-// the gateway carries sessions across failovers, the acceptance test of
-// issue 9 ("the same psql session keeps working") is to be asserted here
-// with one psql process that stays connected through the kill.
+// One psql process, connected with the printed command before the kill,
+// stays connected through it: after the failover the same session writes
+// and reads every row, and psql never reports a lost connection.
 func TestDemo(t *testing.T) {
 	psql := findPsql(t)
 	addr := testutil.Addr(t)
@@ -61,8 +59,8 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo directory %s is not under TMPDIR %s", dir, tmp)
 	}
 	conninfo := d.match(t, `psql "([^"]+)"`)
-	if want := fmt.Sprintf("port=%d", basePort); !strings.Contains(conninfo, want) {
-		t.Fatalf("printed psql command %q does not use the first gateway (%s)", conninfo, want)
+	if want := strconv.Itoa(basePort); !regexp.MustCompile(`port=(\d+,)*` + want + `\b`).MatchString(conninfo) {
+		t.Fatalf("printed psql command %q does not list the first gateway (port %s)", conninfo, want)
 	}
 	if d.match(t, `kill -9 (\d+)`) == "" {
 		t.Fatalf("no pid to kill in the demo's output:\n%s", out)
@@ -73,6 +71,32 @@ func TestDemo(t *testing.T) {
 	// and a newcomer would simply run the command again.
 	retryPsql(t, psql, conninfo, "CREATE TABLE IF NOT EXISTS newcomer (id int PRIMARY KEY, note text)")
 	retryPsql(t, psql, conninfo, "INSERT INTO newcomer SELECT g, 'before failover' FROM generate_series(1, 100) g ON CONFLICT DO NOTHING")
+
+	// The newcomer's psql session, left open across the kill.
+	sess := exec.Command(psql, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=0", conninfo)
+	sessIn, err := sess.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessOut, err := sess.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sessErr lockedBuffer
+	sess.Stderr = &sessErr
+	if err := sess.Start(); err != nil {
+		t.Fatalf("starting psql: %v", err)
+	}
+	t.Cleanup(func() {
+		sessIn.Close()
+		sess.Process.Kill()
+		sess.Wait()
+	})
+	lines := lineReader(sessOut)
+	fmt.Fprintln(sessIn, "SELECT 'BEFORE', count(*) FROM newcomer;")
+	if l := waitLine(t, "psql before the kill", lines, "BEFORE", 30*time.Second); l != "BEFORE|100" {
+		t.Fatalf("psql before the kill: %q, want BEFORE|100 (stderr: %s)", l, sessErr.String())
+	}
 
 	// Kill the primary as the output says: the pid is printed after
 	// "kill -9" and, should the primary have changed since, in the newest
@@ -97,15 +121,25 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("demo reported: %s", report)
 
-	// A new connection (see the doc comment) reaches the new primary and
-	// finds every row written before the kill.
+	// The same psql session goes on: it writes and finds every row.
+	fmt.Fprintln(sessIn, "INSERT INTO newcomer VALUES (102, 'same session after failover') ON CONFLICT DO NOTHING;")
+	fmt.Fprintln(sessIn, "SELECT 'AFTER', count(*) FROM newcomer WHERE id <= 100 OR id = 102;")
+	if l := waitLine(t, "the same psql session after the failover", lines, "AFTER", 90*time.Second); l != "AFTER|101" {
+		t.Fatalf("the same psql session after the failover: %q, want AFTER|101 (stderr: %s)", l, sessErr.String())
+	}
+	if e := sessErr.String(); e != "" {
+		t.Errorf("psql reported on stderr across the failover (the session must not notice it): %s", e)
+	}
+
+	// A new connection reaches the new primary too and finds every row
+	// written before the kill.
 	// Idempotent, since a timed-out attempt may still have committed.
 	var got string
 	var lastErr error
 	deadline := time.Now().Add(90 * time.Second)
-	for got != "101" {
+	for got != "102" {
 		if time.Now().After(deadline) {
-			t.Fatalf("rows through a new gateway connection after failover: %q (last error: %v), want 101", got, lastErr)
+			t.Fatalf("rows through a new gateway connection after failover: %q (last error: %v), want 102", got, lastErr)
 		}
 		got, lastErr = psqlOutput(psql, conninfo,
 			"INSERT INTO newcomer VALUES (101, 'after failover') ON CONFLICT DO NOTHING; SELECT count(*) FROM newcomer")

@@ -139,3 +139,61 @@ func TestReinitStandby(t *testing.T) {
 		t.Errorf("/v1/health/replica on %s after the reinit: %d", standby.name, code)
 	}
 }
+
+// TestReinitSurvivesRestart requests the reinit of a standby whose agent is
+// down: the request waits in the replicated state, and the agent carries it
+// out once it is back.
+func TestReinitSurvivesRestart(t *testing.T) {
+	c := startFaultCluster(t, 3, false)
+	primary := c.settle(t)
+	others := c.others(primary)
+	standby, other := others[0], others[1]
+	pgdata := filepath.Join(standby.dataDir(), "postgres", "data")
+
+	killNode(t, standby)
+	// The raft leader is kept off the primary, so the killed standby may
+	// have been it: until a new one is elected the request is 503.
+	var code int
+	var body string
+	waitFor(t, time.Minute, "the reinit request accepted", func() bool {
+		code, body = put(t, other, "/v1/operator/reinit?node="+standby.name+"&reason=while+down")
+		if code != http.StatusOK && code != http.StatusServiceUnavailable {
+			t.Fatalf("reinit of a stopped standby: %d %s", code, body)
+		}
+		return code == http.StatusOK
+	})
+	var resp api.ReinitResponse
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || resp.ID == "" {
+		t.Fatalf("reinit answer %q: %v", body, err)
+	}
+	// The agent asked may be a follower that applies the commit a moment
+	// after the leader answered.
+	waitFor(t, 10*time.Second, "the request pending while the node is down", func() bool {
+		var rs api.ReinitStatus
+		return other.get("/v1/operator/reinit", &rs) == 200 && len(rs.Pending) == 1 && rs.Pending[0].ID == resp.ID
+	})
+	if _, err := os.Stat(pgdata + ".old"); err == nil {
+		t.Fatalf("%s.old exists before the reinit", pgdata)
+	}
+
+	c.restart(standby)
+	waitFor(t, 4*time.Minute, "the reinit done after the restart", func() bool {
+		var rs api.ReinitStatus
+		if other.get("/v1/operator/reinit", &rs) != 200 {
+			return false
+		}
+		for _, r := range rs.Recent {
+			if r.ID == resp.ID {
+				return r.Outcome == "done"
+			}
+		}
+		return false
+	})
+	if fi, err := os.Stat(pgdata + ".old"); err != nil || !fi.IsDir() {
+		t.Errorf("the data of %s was not set aside: %v", standby.name, err)
+	}
+	if !strings.Contains(standby.logs(), "reinit "+resp.ID) {
+		t.Errorf("the restarted agent's log does not mention reinit %s", resp.ID)
+	}
+	waitFor(t, 2*time.Minute, standby.name+" a replica again", func() bool { return role(standby) == "replica" })
+}
