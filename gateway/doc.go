@@ -240,8 +240,10 @@
 // what it did on this gateway: moved, held, pinned_closed, re-run, commits
 // by outcome, errors, max_hold.
 //
-// Not yet: cutting in-flight work on an old primary that stays reachable
-// after a new epoch (such sessions move at their next quiet point); a
-// COMMIT pipelined behind other requests, in a multi-statement Query, or
-// AND CHAIN is not captured (08007 if lost).
+// When a new epoch is named, a session with work in flight on the old
+// primary has its back end treated as lost at once: the old primary can no
+// longer commit by then, and behind a partition it might never answer.
+//
+// Not yet: a COMMIT pipelined behind other requests, in a multi-statement
+// Query, or AND CHAIN is not captured (08007 if lost).
 package gateway

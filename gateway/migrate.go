@@ -282,11 +282,22 @@ func (g *Gateway) pokeSessions(epoch uint64) int {
 	n := 0
 	for _, s := range list {
 		s.mu.Lock()
-		stale := s.be != nil && s.be.target.Epoch != epoch
+		be := s.be
+		stale := be != nil && be.target.Epoch != epoch
 		s.mu.Unlock()
-		if stale {
-			s.interrupt(intrMove)
-			n++
+		if !stale {
+			continue
+		}
+		s.interrupt(intrMove)
+		n++
+		if !s.track.quiet() {
+			// Work in flight on the old primary: a new epoch is named only
+			// once the old primary's lease has ended, so it can no longer
+			// commit, and its back ends were ended when it fenced; one that
+			// has not answered is behind a partition and may never. Treat it
+			// as lost now (design.md §6 answers for what was in flight)
+			// rather than wait for a TCP timeout.
+			be.conn.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 	return n
