@@ -29,13 +29,27 @@ import (
 // If the back end is lost before the COMMIT's answer, recoverLost resolves
 // the outcome on the new primary with the captured id (resolveCommit).
 //
-// Cost: only COMMIT statements are looked at (the tracker classifies every
-// statement anyway); the response path checks one atomic flag per message.
+// A COMMIT whose back end died before it answered anything, the capture
+// included, would still be unknown (08007). So in the simple protocol the
+// id is also asked for right after the first lone write statement of a
+// transaction block (UPDATE, INSERT, DELETE, …: it has an id from then on),
+// and kept until the transaction ends; a COMMIT whose id is already known
+// is not captured again. pgbench's TPC-B script sends one capture per
+// transaction either way.
+//
+// Cost: only COMMIT and write statements are looked at (the tracker
+// classifies every statement anyway); the response path checks one atomic
+// flag per message.
 
 // Capture kinds (expect.capture).
 const (
 	captureSimple   byte = 'Q'
 	captureExtended byte = 'P'
+	// captureAfterWrite: the simple-protocol query sent right after the
+	// first lone write of a transaction block. It answers after the
+	// client's ReadyForQuery; in a transaction that the write made fail it
+	// fails too, and that error is nobody's business.
+	captureAfterWrite byte = 'W'
 )
 
 // What a capture read.
@@ -153,7 +167,7 @@ func (t *tracker) captured(typ byte, body []byte) (swallow, asNotice bool) {
 			return true, false
 		}
 	case 'Z':
-		if e.capture == captureSimple {
+		if e.capture == captureSimple || e.capture == captureAfterWrite {
 			if len(body) == 0 || body[0] != 'T' {
 				t.xidState = xidNone
 			}
@@ -161,6 +175,10 @@ func (t *tracker) captured(typ byte, body []byte) (swallow, asNotice bool) {
 			return true, false
 		}
 	case 'E':
+		if e.capture == captureAfterWrite && !errorIsFatal(body) {
+			t.xidState = xidNone
+			return true, false
+		}
 		if e.capture == captureSimple && !errorIsFatal(body) {
 			// The capture failed (a cancel, say): the transaction is
 			// aborted and the client's COMMIT will answer ROLLBACK. The

@@ -18,7 +18,7 @@ func xidRow(v string, null bool) []byte {
 func TestCaptureSimple(t *testing.T) {
 	tr := newTracker()
 	tr.resolveCommits = true
-	if tr.query("COMMIT") {
+	if captureBefore(tr, "COMMIT") {
 		t.Fatal("captured a COMMIT outside a transaction block")
 	}
 	tr.server('C', cstr("COMMIT"))
@@ -30,11 +30,11 @@ func TestCaptureSimple(t *testing.T) {
 	for _, q := range []string{"COMMIT AND CHAIN", "INSERT INTO x VALUES (1); COMMIT"} {
 		tr2 := newTracker()
 		tr2.resolveCommits, tr2.txStatus = true, 'T'
-		if tr2.query(q) {
+		if captureBefore(tr2, q) {
 			t.Errorf("%q captured", q)
 		}
 	}
-	if !tr.query("/* done */ commit;") {
+	if !captureBefore(tr, "/* done */ commit;") {
 		t.Fatal("lone COMMIT in a transaction block not captured")
 	}
 	if !tr.capturing.Load() {
@@ -72,7 +72,7 @@ func TestCaptureSimple(t *testing.T) {
 func TestCaptureSimpleFails(t *testing.T) {
 	tr := newTracker()
 	tr.resolveCommits, tr.txStatus = true, 'T'
-	if !tr.query("END") {
+	if !captureBefore(tr, "END") {
 		t.Fatal("END not captured")
 	}
 	errBody := append(append([]byte{'S'}, cstr("ERROR")...), append(append([]byte{'C'}, cstr("57014")...), 0)...)
@@ -160,5 +160,86 @@ func TestParseXidRow(t *testing.T) {
 		if st, x := parseXidRow(c.body); st != c.state || x != c.xid {
 			t.Errorf("parseXidRow(%q) = %d, %d", c.body, st, x)
 		}
+	}
+}
+
+// captureBefore is query's first answer: a capture before the statement.
+func captureBefore(tr *tracker, q string) bool {
+	before, _ := tr.query(q)
+	return before
+}
+
+// TestCaptureAfterWrite: the first lone write of a transaction block is
+// followed by a capture, whose id is kept for the COMMIT (not captured
+// again) and forgotten when the transaction ends; in a failed transaction
+// the capture's error is swallowed without a notice.
+func TestCaptureAfterWrite(t *testing.T) {
+	tr := newTracker()
+	tr.resolveCommits = true
+	if _, after := tr.query("UPDATE t SET a = 1"); after {
+		t.Fatal("captured after a write outside a transaction block")
+	}
+	tr.server('C', cstr("UPDATE 1"))
+	tr.server('Z', []byte{'I'})
+	tr.query("BEGIN")
+	tr.server('C', cstr("BEGIN"))
+	tr.server('Z', []byte{'T'})
+	if _, after := tr.query("SELECT 1"); after {
+		t.Fatal("captured after a read")
+	}
+	tr.server('C', cstr("SELECT 1"))
+	tr.server('Z', []byte{'T'})
+	if _, after := tr.query("UPDATE t SET a = 2"); !after {
+		t.Fatal("no capture after the first write of a transaction block")
+	}
+	tr.server('C', cstr("UPDATE 1"))
+	tr.server('Z', []byte{'T'})
+	if w := tr.inFlightWork(); w.partial || w.requests != 0 || w.xidState != xidNone {
+		t.Fatalf("while the capture is on its way: %+v", w)
+	}
+	for _, m := range []struct {
+		typ  byte
+		body []byte
+	}{{'T', make([]byte, 30)}, {'D', xidRow("777", false)}, {'C', cstr("SELECT 1")}, {'Z', []byte{'T'}}} {
+		if swallow, notice := tr.captured(m.typ, m.body); !swallow || notice {
+			t.Fatalf("capture response %c not swallowed", m.typ)
+		}
+	}
+	if _, after := tr.query("UPDATE t SET a = 3"); after {
+		t.Fatal("captured again after the id was known")
+	}
+	tr.server('C', cstr("UPDATE 1"))
+	tr.server('Z', []byte{'T'})
+	if before, _ := tr.query("COMMIT"); before {
+		t.Fatal("COMMIT captured although its transaction's id is known")
+	}
+	if w := tr.inFlightWork(); !w.commitOnly || w.xidState != xidValue || w.xid != 777 {
+		t.Fatalf("COMMIT in flight: %+v", w)
+	}
+	tr.server('C', cstr("COMMIT"))
+	tr.server('Z', []byte{'I'})
+	if tr.xidState != xidNone {
+		t.Fatal("the id outlived its transaction")
+	}
+
+	// A write that fails: the capture fails too, silently.
+	tr.query("BEGIN")
+	tr.server('C', cstr("BEGIN"))
+	tr.server('Z', []byte{'T'})
+	if _, after := tr.query("INSERT INTO t VALUES (1)"); !after {
+		t.Fatal("no capture after the first write")
+	}
+	errBody := append(append([]byte{'S'}, cstr("ERROR")...), append(append([]byte{'C'}, cstr("23505")...), 0)...)
+	tr.server('E', errBody)
+	tr.server('Z', []byte{'E'})
+	abortBody := append(append([]byte{'S'}, cstr("ERROR")...), append(append([]byte{'C'}, cstr("25P02")...), 0)...)
+	if swallow, notice := tr.captured('E', abortBody); !swallow || notice {
+		t.Fatal("the failed capture's error was not swallowed silently")
+	}
+	if swallow, _ := tr.captured('Z', []byte{'E'}); !swallow {
+		t.Fatal("the failed capture's ReadyForQuery was not swallowed")
+	}
+	if tr.capturing.Load() || tr.xidState != xidNone {
+		t.Fatal("capture state left after a failed capture")
 	}
 }

@@ -287,6 +287,7 @@ func (s *session) clientToServer(be *backend) error {
 			}
 			body := msg[5:]
 			var capture []byte
+			captureAfter := false
 			switch typ {
 			case 'Q':
 				s.requestStarted()
@@ -294,9 +295,11 @@ func (s *session) clientToServer(be *backend) error {
 				if len(q) > 0 && q[len(q)-1] == 0 {
 					q = q[:len(q)-1]
 				}
-				if s.track.query(unsafeString(q)) {
+				before, after := s.track.query(unsafeString(q))
+				if before {
 					capture = xidQuerySimple
 				}
+				captureAfter = after
 			case 'P':
 				s.track.parse(body)
 			case 'E':
@@ -316,6 +319,14 @@ func (s *session) clientToServer(be *backend) error {
 			s.record(msg)
 			if _, err := w.Write(msg); err != nil {
 				return err
+			}
+			if captureAfter {
+				// The transaction's id, asked for right after its first
+				// write: known before the COMMIT, even if the back end is
+				// lost before it answers anything of the COMMIT.
+				if _, err := w.Write(xidQuerySimple); err != nil {
+					return err
+				}
 			}
 			if cap(s.scratch) > maxRetainedScratch {
 				s.scratch = nil

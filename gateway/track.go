@@ -292,6 +292,12 @@ func (t *tracker) inFlightWork() inFlightWork {
 	statements, commits, others := 0, 0, 0
 	for i := t.head; i < len(t.queue); i++ {
 		e := &t.queue[i]
+		if e.kind == expXid && e.capture == captureAfterWrite {
+			// Not the client's: its request ended with the Sync before.
+			// The id it asks for is not known yet.
+			w.xidState = xidNone
+			continue
+		}
 		w.partial = e.kind != expSync
 		if e.kind != expSync && e.kind != expStmt && e.kind != expExecute {
 			others++
@@ -364,16 +370,21 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 
 // query records a simple Query. sql may alias a reused buffer: whatever is
 // kept is cloned. It reports whether the gateway must send its xid query
-// (xidQuerySimple) just before this one: a lone COMMIT in a transaction
-// block, with nothing else in flight (see capture.go).
-func (t *tracker) query(sql string) (capture bool) {
+// (xidQuerySimple) just before this one (a lone COMMIT in a transaction
+// block whose id is not known yet, with nothing else in flight), or just
+// after it (captureAfter: the first lone write of a transaction block; see
+// capture.go).
+func (t *tracker) query(sql string) (capture, captureAfter bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.split = sqlclass.Split(sql, t.split[:0])
-	if t.resolveCommits && len(t.split) == 1 && t.split[0].Kind == sqlclass.Commit && t.canCapture() &&
-		!mentionsChain(t.split[0].Text(sql)) {
+	if t.resolveCommits && len(t.split) == 1 && t.split[0].Kind == sqlclass.Commit && t.xidState == xidNone &&
+		t.canCapture() && !mentionsChain(t.split[0].Text(sql)) {
 		capture = true
 		t.startCapture(captureSimple)
+	}
+	if t.resolveCommits && len(t.split) == 1 && t.split[0].Kind == sqlclass.Write && t.xidState == xidNone && t.canCapture() {
+		captureAfter = true
 	}
 	t.inFlight++
 	for _, st := range t.split {
@@ -387,7 +398,13 @@ func (t *tracker) query(sql string) (capture bool) {
 		t.push(e)
 	}
 	t.push(expect{kind: expSync})
-	return capture
+	if captureAfter {
+		t.push(expect{kind: expXid, capture: captureAfterWrite})
+		if !t.lost {
+			t.capturing.Store(true)
+		}
+	}
+	return capture, captureAfter
 }
 
 // parse records a Parse message body.
@@ -585,7 +602,12 @@ func (t *tracker) server(typ byte, body []byte) {
 		if len(body) >= 1 {
 			t.txStatus = body[0]
 		}
-		t.xidState, t.commitAcked = xidNone, false
+		if t.txStatus == 'I' {
+			// The transaction ended: its captured id goes with it (it is
+			// kept across the transaction's statements, see capture.go).
+			t.xidState = xidNone
+		}
+		t.commitAcked = false
 		if t.inFlight > 0 {
 			t.inFlight--
 		}
