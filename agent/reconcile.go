@@ -86,6 +86,8 @@ type reconciler struct {
 	unresponsiveSince time.Time
 	observeTimedOut   bool // the last failed status query timed out
 	handOverOnce      sync.Once
+	stepMu            sync.Mutex  // one step or handOver at a time
+	fenceMu           sync.Mutex  // Fence and liftFence exclude each other
 	stopping          atomic.Bool // the agent is leaving: no more actions
 	fenceRead         fenceReading
 	lastFlush         fsm.LSN
@@ -276,10 +278,16 @@ func (r *reconciler) shutdown() {
 func (r *reconciler) handOver() {
 	r.handOverOnce.Do(func() {
 		// From now on the loop acts no more: a leaving node must not
-		// start a rewind or a clone that its stop would cut short.
+		// start a rewind or a clone that its stop would cut short, nor
+		// lift a fence. A step under way is waited for.
 		r.stopping.Store(true)
+		if st := r.c.fsm.State(); st.Primary != r.self || r.c.lease == nil {
+			return // a standby's step (a clone, say) is not waited for
+		}
+		r.stepMu.Lock()
+		defer r.stepMu.Unlock()
 		st := r.c.fsm.State()
-		if st.Primary != r.self || r.c.lease == nil {
+		if st.Primary != r.self {
 			return
 		}
 		var final fsm.LSN
@@ -323,6 +331,10 @@ func (r *reconciler) onExit(st pgctl.ExitStatus) {
 // step observes, asks Desired, and acts once. It reports whether it carried
 // out an action that may have changed what Desired says next.
 func (r *reconciler) step(ctx context.Context) bool {
+	// One step at a time with handOver: a step that began before the
+	// agent started leaving must not lift the fence handOver puts up.
+	r.stepMu.Lock()
+	defer r.stepMu.Unlock()
 	if r.stopping.Load() {
 		return false
 	}
@@ -469,12 +481,21 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 	r.writable = l.Writable
 	r.mu.Unlock()
 	if l.InRecovery {
-		// A standby has diverged when the cluster is on a newer timeline
-		// than it and it has not managed to stream for a while: its WAL
-		// forked (it was ahead of the promoted node). A standby that merely
-		// lost its primary keeps its timeline and is left alone.
+		// A standby has diverged when it has not managed to stream for a
+		// while although the cluster is on a newer timeline or a primary
+		// serves: its WAL forked (it was ahead of the promoted node). A
+		// standby that merely lost its primary is not rewound before a new
+		// one serves (rewind waits for it).
 		streaming := st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
-		behind := r.c.fsm.State().Timeline > l.Timeline
+		fst := r.c.fsm.State()
+		behind := fst.Timeline > l.Timeline
+		// A standby that received WAL past the point where the new
+		// timeline forked fetches the new timeline's history, so its
+		// timeline looks current, yet it can never stream again. Not
+		// streaming for divergedAfter while a primary serves is the sign
+		// either way; rewinding a standby that had not diverged costs a
+		// restart ("no rewind required").
+		stuck := behind || (fst.PrimaryReady() && !fst.Lease.Released)
 		r.mu.Lock()
 		// A standby has no slots of its own (a clone or rewind drops
 		// them): when it is promoted again they must be created afresh,
@@ -482,7 +503,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		// earlier term as primary.
 		r.slotsApplied = ""
 		switch {
-		case streaming || !behind:
+		case streaming || !stuck:
 			r.notStreaming = time.Time{}
 		case r.notStreaming.IsZero():
 			r.notStreaming = time.Now()
@@ -802,6 +823,8 @@ func (r *reconciler) stop(mode pgctl.StopMode) {
 // write transaction open are terminated; if either fails PostgreSQL is
 // stopped, which certainly ends writes.
 func (r *reconciler) Fence(ctx context.Context, reason string) error {
+	r.fenceMu.Lock()
+	defer r.fenceMu.Unlock()
 	inst := r.instance()
 	if !inst.Running() {
 		return nil
@@ -884,6 +907,18 @@ type fenceReading struct {
 // liftFence lets PostgreSQL accept writes (default_transaction_read_only
 // off), if it does not already.
 func (r *reconciler) liftFence(ctx context.Context, act controller.Action, status *pgctl.Status) error {
+	// Lifting and fencing exclude each other, and the reasons to lift are
+	// checked under the same lock: a lease that lapsed (the lease runner
+	// fences from its own goroutine) or a leaving agent since this step
+	// observed must not be undone by it.
+	r.fenceMu.Lock()
+	defer r.fenceMu.Unlock()
+	if r.stopping.Load() {
+		return errors.New("not lifting the fence: the agent is leaving")
+	}
+	if r.c.lease != nil && !r.c.lease.Valid() {
+		return errors.New("not lifting the fence: the lease is not valid")
+	}
 	inst := r.instance()
 	if inst.Fenced() || (status != nil && status.ReadOnly) {
 		if err := inst.SetFenced(ctx, false); err != nil {

@@ -243,3 +243,38 @@ func TestCaptureAfterWrite(t *testing.T) {
 		t.Fatal("capture state left after a failed capture")
 	}
 }
+
+// TestLostAfterCommandComplete: a back end lost after a statement completed
+// but before ReadyForQuery. An autocommit simple-protocol write has
+// committed (the server commits before the last CommandComplete); an
+// extended-protocol write commits only at the Sync, so its outcome is
+// unknown, and it is never taken for a read.
+func TestLostAfterCommandComplete(t *testing.T) {
+	tr := newTracker()
+	tr.txStatus = 'I'
+	tr.query("INSERT INTO t VALUES (1)")
+	tr.server('C', cstr("INSERT 0 1"))
+	if w := tr.inFlightWork(); !w.autocommitDone || w.readOnly {
+		t.Fatalf("simple autocommit write, only ReadyForQuery lost: %+v", w)
+	}
+	tr.resetAfterLoss('I')
+
+	tr.query("BEGIN; INSERT INTO t VALUES (2)")
+	tr.server('C', cstr("BEGIN"))
+	tr.server('C', cstr("INSERT 0 1"))
+	if w := tr.inFlightWork(); w.autocommitDone || w.readOnly {
+		t.Fatalf("BEGIN; INSERT, only ReadyForQuery lost: %+v", w)
+	}
+	tr.resetAfterLoss('I')
+
+	tr.parse(append(append(cstr(""), cstr("UPDATE t SET a = 1")...), 0, 0))
+	tr.bind(append(cstr(""), cstr("")...))
+	tr.execute(append(cstr(""), 0, 0, 0, 0))
+	tr.sync()
+	tr.server('1', nil)
+	tr.server('2', nil)
+	tr.server('C', cstr("UPDATE 1"))
+	if w := tr.inFlightWork(); w.autocommitDone || w.readOnly {
+		t.Fatalf("extended write executed, Sync unanswered: %+v", w)
+	}
+}

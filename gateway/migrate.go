@@ -639,6 +639,20 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 			return false
 		}
 		return true
+	case w.autocommitDone:
+		// Every statement of an autocommit simple Query completed: the
+		// server committed before its last CommandComplete, which the
+		// client has. Only ReadyForQuery was lost.
+		writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		if err := s.cw.Flush(); err != nil {
+			return false
+		}
+		s.track.resetAfterLoss('I')
+		if err := s.reattach(old, nil); err != nil {
+			s.reattachFailed(err)
+			return false
+		}
+		return true
 	case w.commit:
 		code, msg = codeTransactionResolutionUnknown,
 			"the connection to the primary was lost while COMMIT was in flight; whether the transaction committed is unknown (pgbattery failover)"
@@ -1002,6 +1016,14 @@ func (s *session) attempt(target Target, prepare func(*backend)) (*backend, erro
 		be.conn.Close()
 		return nil, fmt.Errorf("%s (%s) is still a standby", target.Node, target.Addr)
 	}
+	if be.params["default_transaction_read_only"] == "on" && !s.asksReadOnly() {
+		// A primary fenced by its agent (its lease lapsed, the raft
+		// majority is gone) is read-only: moving the session there would
+		// answer every write with 25006. Wait for it to serve again, or
+		// for a new primary, as for a standby.
+		be.conn.Close()
+		return nil, fmt.Errorf("%s (%s) is fenced (read-only)", target.Node, target.Addr)
+	}
 	if prepare != nil {
 		prepare(be)
 	}
@@ -1010,6 +1032,13 @@ func (s *session) attempt(target Target, prepare func(*backend)) (*backend, erro
 		return nil, err
 	}
 	return be, nil
+}
+
+// asksReadOnly reports that the client itself asked for read-only
+// transactions in its start-up parameters.
+func (s *session) asksReadOnly() bool {
+	return s.params["default_transaction_read_only"] != "" ||
+		strings.Contains(s.params["options"], "default_transaction_read_only")
 }
 
 // install makes be the session's back end and tells the client about

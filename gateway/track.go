@@ -134,6 +134,11 @@ type tracker struct {
 	resolveCommits bool
 	capturing      atomic.Bool
 	xidState       uint8
+	// cycleWrote says whether a statement that is not a read has
+	// completed since the last ReadyForQuery (wroteSimple, wroteExtended):
+	// a back end lost after it and before ReadyForQuery leaves work whose
+	// outcome matters, although nothing is left in the queue.
+	cycleWrote uint8
 	xid            uint64
 	// commitAcked: a CommandComplete "COMMIT" was passed to the client in
 	// the request in progress.
@@ -281,7 +286,19 @@ type inFlightWork struct {
 	// commitAcked: the client already has the CommandComplete of a COMMIT
 	// and only ReadyForQuery is missing.
 	commitAcked bool
+	// autocommitDone: outside a transaction block, every statement of a
+	// simple Query has completed and only ReadyForQuery is missing; the
+	// server commits an implicit transaction before the last
+	// CommandComplete, so the work is done.
+	autocommitDone bool
 }
+
+// cycleWrote bits.
+const (
+	wroteSimple   uint8 = 1 << iota // a simple-protocol statement completed
+	wroteExtended                   // an extended-protocol Execute completed
+	wroteBegin                      // a simple-protocol BEGIN completed
+)
 
 // inFlight summarises the unanswered requests.
 func (t *tracker) inFlightWork() inFlightWork {
@@ -329,6 +346,11 @@ func (t *tracker) inFlightWork() inFlightWork {
 			w.readOnly = false
 		}
 	}
+	if t.cycleWrote != 0 {
+		w.readOnly = false
+	}
+	w.autocommitDone = t.cycleWrote == wroteSimple && t.txStatus == 'I' && w.requests == 1 && !w.partial && !w.copy &&
+		statements == 0 && others == 0
 	w.commitOnly = w.requests == 1 && !w.partial && !w.copy && statements == 1 && commits == 1 && others == 0
 	w.commitAcked = t.commitAcked && w.requests == 1 && !w.partial && !w.copy && statements == 0 && others == 0
 	if others > 0 {
@@ -354,7 +376,7 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 	t.queue, t.head = t.queue[:0], 0
 	t.txStatus, t.inFlight, t.copy, t.copyIn = txStatus, 0, false, false
 	t.capturing.Store(false)
-	t.xidState, t.commitAcked = xidNone, false
+	t.xidState, t.commitAcked, t.cycleWrote = xidNone, false, 0
 	if committed {
 		// The gateway found the lost COMMIT committed: its SETs and
 		// LISTENs now hold, and are replayed on the new back end.
@@ -577,10 +599,22 @@ func (t *tracker) server(typ byte, body []byte) {
 			} else if typ == 'C' && e.stmt == nil {
 				t.apply(sqlclass.Statement{Kind: sqlclass.Other}, "", body)
 			}
+			if e.stmt == nil || e.stmt.class.Kind != sqlclass.Read {
+				// Executed but, in an implicit transaction, committed only
+				// at the Sync.
+				t.cycleWrote |= wroteExtended
+			}
 			t.pop()
 		case expStmt:
 			if typ == 'C' {
 				t.apply(e.st, e.text, body)
+			}
+			switch e.st.Kind {
+			case sqlclass.Read:
+			case sqlclass.Begin:
+				t.cycleWrote |= wroteBegin // the work is not committed yet
+			default:
+				t.cycleWrote |= wroteSimple
 			}
 			t.pop()
 		case expSync:
@@ -607,7 +641,7 @@ func (t *tracker) server(typ byte, body []byte) {
 			// kept across the transaction's statements, see capture.go).
 			t.xidState = xidNone
 		}
-		t.commitAcked = false
+		t.commitAcked, t.cycleWrote = false, 0
 		if t.inFlight > 0 {
 			t.inFlight--
 		}
