@@ -139,7 +139,7 @@ type tracker struct {
 	// a back end lost after it and before ReadyForQuery leaves work whose
 	// outcome matters, although nothing is left in the queue.
 	cycleWrote uint8
-	xid            uint64
+	xid        uint64
 	// commitAcked: a CommandComplete "COMMIT" was passed to the client in
 	// the request in progress.
 	commitAcked bool
