@@ -303,7 +303,13 @@ func (c *Controller) Step(ctx context.Context) time.Duration {
 		} else {
 			c.setStatus(now, StatusHealthy, "", st.Epoch, 0)
 		}
-		next := c.maintainSync(ctx, st, now)
+		// Sync maintenance probes every member, the primary too: behind a
+		// partition that probe would wait out ProbeTimeout and hold the
+		// failover decision past the lease's end. It gets no longer than
+		// the lease has left.
+		sctx, cancel := context.WithTimeout(ctx, left+time.Millisecond)
+		next := c.maintainSync(sctx, st, now)
+		cancel()
 		return min(next, left+time.Millisecond)
 	}
 	if st.Paused {
