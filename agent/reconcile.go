@@ -843,6 +843,13 @@ func (r *reconciler) Fence(ctx context.Context, reason string) error {
 	return nil
 }
 
+// Kill implements lease.Killer: PostgreSQL is killed at once (a thawed
+// primary whose lease lapsed while it was frozen) and handled as a crash.
+func (r *reconciler) Kill(reason string) error {
+	metrics.IncrCounter([]string{"postgres", "fenced"}, 1)
+	return r.instance().Kill(reason)
+}
+
 // recordFence proposes the fence xid of a newly promoted primary: any
 // transaction id at or above it did not commit before this epoch.
 //

@@ -228,3 +228,62 @@ func TestRunnerConfigErrors(t *testing.T) {
 		t.Fatalf("missing deps accepted: %v", err)
 	}
 }
+
+type killingFencer struct {
+	fakeFencer
+	killed chan string
+}
+
+func (f *killingFencer) Kill(reason string) error {
+	f.killed <- reason
+	return nil
+}
+
+// jumpClock is the system clock plus an offset a test can add to, as a
+// process sees time after it was frozen.
+type jumpClock struct {
+	base *SystemClock
+	off  atomic.Int64
+}
+
+func (c *jumpClock) Now() time.Duration { return c.base.Now() + time.Duration(c.off.Load()) }
+
+// A lapse noticed long after the deadline (the process was frozen) kills
+// PostgreSQL at once instead of fencing it by a reload.
+func TestRunnerKillsAfterFreeze(t *testing.T) {
+	tm := Timings{Lease: 400 * time.Millisecond, RenewInterval: 50 * time.Millisecond, HoldDown: 450 * time.Millisecond, FenceBudget: 100 * time.Millisecond}.WithDefaults()
+	clock := &jumpClock{base: NewSystemClock()}
+	st := &fakeState{st: &fsm.State{Primary: "a", Epoch: 3, Lease: fsm.Lease{Holder: "a", Epoch: 3}}, sub: make(chan struct{}, 1)}
+	ren := &fakeRenewer{}
+	fen := &killingFencer{fakeFencer: fakeFencer{fenced: make(chan string, 4)}, killed: make(chan string, 4)}
+	r, err := NewRunner(RunnerConfig{Node: "a", Timings: tm, Clock: clock, State: st, Renewer: ren, Fencer: fen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !r.Valid() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !r.Valid() {
+		t.Fatal("never became valid")
+	}
+	// Frozen for twice the lease: renewals could not have run.
+	ren.fail.Store(true)
+	clock.off.Add(int64(2 * tm.Lease))
+	st.sub <- struct{}{}
+	select {
+	case reason := <-fen.killed:
+		t.Logf("killed: %s", reason)
+	case reason := <-fen.fenced:
+		t.Fatalf("fenced by reload (%q) after a freeze, want a kill", reason)
+	case <-time.After(5 * time.Second):
+		t.Fatal("neither killed nor fenced")
+	}
+}

@@ -41,6 +41,16 @@ type Fencer interface {
 	Fence(ctx context.Context, reason string) error
 }
 
+// Killer is what a Fencer may also offer: end PostgreSQL at once. The
+// runner uses it when it notices a lapse late, after the deadline plus a
+// renewal interval: this process was not running (frozen, starved), and
+// neither, probably, was PostgreSQL, which resumed with it and may be taking
+// writes right now. A reload-based fence takes tens of milliseconds; a kill
+// takes one.
+type Killer interface {
+	Kill(reason string) error
+}
+
 // StateSource is the local FSM replica.
 type StateSource interface {
 	State() *fsm.State
@@ -214,6 +224,14 @@ func (r *Runner) step(ctx context.Context, wg *sync.WaitGroup) time.Duration {
 	case ok && !r.fenced:
 		// The lease lapsed: fence now, within the budget.
 		r.fenced = true
+		if k, isKiller := r.cfg.Fencer.(Killer); isKiller && now-d > t.RenewInterval {
+			r.cfg.Logger.Error("primary lease lapsed long ago: this process was not running; killing PostgreSQL", "epoch", st.Epoch, "lapsed_for", now-d)
+			if err := k.Kill(fmt.Sprintf("the primary lease lapsed %s before this agent noticed (it was frozen or starved)", now-d)); err != nil {
+				r.cfg.Logger.Error("killing PostgreSQL", "error", err)
+			} else {
+				break
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
