@@ -624,25 +624,13 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 	switch {
 	case w.commit && w.commitOnly && (w.txStatus == 'E' || w.txStatus == 'T' && w.xidState != xidNone):
 		return s.resolveCommit(old, w)
-	case w.commitAcked:
-		// The COMMIT's CommandComplete reached the client; only its
-		// ReadyForQuery was lost. The transaction committed (the server
-		// answers only after the commit record is flushed, and replicated
-		// when replication is synchronous).
-		writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if err := s.cw.Flush(); err != nil {
-			return false
-		}
-		s.track.resetAfterLoss('I')
-		if err := s.reattach(old, nil); err != nil {
-			s.reattachFailed(err)
-			return false
-		}
-		return true
-	case w.autocommitDone:
-		// Every statement of an autocommit simple Query completed: the
-		// server committed before its last CommandComplete, which the
-		// client has. Only ReadyForQuery was lost.
+	case w.commitAcked || w.autocommitDone:
+		// Only ReadyForQuery was lost; the work is committed. Either the
+		// COMMIT's CommandComplete reached the client (the server answers
+		// only after the commit record is flushed, and replicated when
+		// replication is synchronous), or every statement of an
+		// autocommit simple Query completed (the server commits before
+		// its last CommandComplete).
 		writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 		if err := s.cw.Flush(); err != nil {
 			return false
