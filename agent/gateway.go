@@ -341,13 +341,22 @@ func (r *router) onGossipEvent(ev gossip.Event) {
 }
 
 // run notifies the gateway of every change of primary, epoch or readiness.
+//
+// Freshness also depends on when this agent last heard from the raft
+// leader, which no FSM change or gossip event announces: the loop looks at
+// it every routeFreshnessPoll too. Without that, a view that went stale
+// while this node was cut off stayed stale after the heal until the next
+// change of cluster state, and the gateway held every session meanwhile.
 func (r *router) run(ctx context.Context) {
 	changes, cancel := r.c.fsm.Subscribe()
 	defer cancel()
+	tick := time.NewTicker(routeFreshnessPoll)
+	defer tick.Stop()
 	last := ""
 	for {
 		st := r.c.fsm.State()
-		key := fmt.Sprintf("%s/%d/%t/%t/%t", st.Primary, st.Epoch, st.PrimaryReady(), st.Lease.Released, switchoverPending(st))
+		_, fresh := r.Primary()
+		key := fmt.Sprintf("%s/%d/%t/%t/%t/%t", st.Primary, st.Epoch, st.PrimaryReady(), st.Lease.Released, switchoverPending(st), fresh)
 		if key != last {
 			last = key
 			r.notify()
@@ -356,9 +365,14 @@ func (r *router) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-tick.C:
 		}
 	}
 }
+
+// routeFreshnessPoll is how often the router re-checks its contact with
+// the raft leader.
+const routeFreshnessPoll = 100 * time.Millisecond
 
 // startGateway binds the gateway's listeners and serves them under the
 // agent's ownership.

@@ -70,17 +70,20 @@ func startFaultCluster(t *testing.T, n int, cgroups bool) *faultCluster {
 	return c
 }
 
-// start starts (or restarts) a node's agent, in its cgroup if any. The agent
-// is moved there before it has started PostgreSQL (that takes it seconds),
-// so its PostgreSQL inherits the cgroup.
+// start starts (or restarts) a node's agent, in its cgroup if any, so
+// every socket it opens and its PostgreSQL belong to that cgroup.
 func (c *faultCluster) start(p *agentProc, flags ...string) {
 	c.t.Helper()
-	p.start(flags...)
-	if c.cg != nil {
-		if err := c.cg.add(p); err != nil {
-			c.t.Fatalf("moving agent %s into its cgroup: %v", p.name, err)
-		}
+	if c.cg == nil {
+		p.start(flags...)
+		return
 	}
+	dir, err := c.cg.open(p)
+	if err != nil {
+		c.t.Fatalf("opening agent %s's cgroup: %v", p.name, err)
+	}
+	defer dir.Close()
+	p.startIn(dir, flags...)
 }
 
 // restart starts a stopped node, joining it to the running ones.
@@ -538,12 +541,14 @@ func newCgroupSet(t *testing.T) (*cgroupSet, error) {
 	return cg, nil
 }
 
-func (cg *cgroupSet) add(p *agentProc) error {
+// open creates the agent's cgroup if needed and opens its directory (for
+// clone3's CLONE_INTO_CGROUP).
+func (cg *cgroupSet) open(p *agentProc) (*os.File, error) {
 	dir := filepath.Join(cg.dir, p.name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.cmd.Process.Pid)), 0o644)
+	return os.Open(dir)
 }
 
 func (cg *cgroupSet) path(p *agentProc) string { return cg.rel + "/" + p.name }

@@ -112,11 +112,24 @@ func (p *agentProc) dataDir() string  { return filepath.Join(p.dir, "data") }
 // start runs the agent with extra flags; the process is stopped at cleanup.
 func (p *agentProc) start(flags ...string) {
 	p.t.Helper()
+	p.startIn(nil, flags...)
+}
+
+// startIn starts the agent, inside the cgroup whose directory cgroup is
+// open when it is not nil. The child is created there (clone3's
+// CLONE_INTO_CGROUP): moving it after exec would race with the sockets it
+// opens first, which keep the cgroup they were created in, so partition
+// rules matching on the cgroup would miss them.
+func (p *agentProc) startIn(cgroup *os.File, flags ...string) {
+	p.t.Helper()
 	args := append([]string{"agent", "-config-file=" + p.cfgFile}, flags...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout = p.logWriter()
 	cmd.Stderr = p.logWriter()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.asUser}
+	if cgroup != nil {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cgroup.Fd())
+	}
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("starting agent %s: %v", p.name, err)
 	}
