@@ -190,6 +190,15 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 	return c, nil
 }
 
+// localPrimaryServes reports whether this node, named primary, may take
+// work: it holds a valid lease and its PostgreSQL is not fenced.
+func (c *cluster) localPrimaryServes() bool {
+	if c.lease != nil && !c.lease.Valid() {
+		return false
+	}
+	return c.rec == nil || !c.rec.instance().Fenced()
+}
+
 // start runs the cluster's goroutines under the agent's ownership.
 func (c *cluster) start() {
 	changes, cancel := c.fsm.Subscribe()

@@ -39,8 +39,9 @@ func switchoverTimeout(drain time.Duration) time.Duration {
 	return max(defaultSwitchoverTimeout, drain+switchoverStepDownMargin)
 }
 
-// drainPoll paces the drain's look at pg_stat_activity.
-const drainPoll = 25 * time.Millisecond
+// drainPoll paces the drain's look at pg_stat_activity (one cheap query on
+// the control connection; the switchover's write gap waits on it).
+const drainPoll = 10 * time.Millisecond
 
 // drainSettle is the least a drain waits before it trusts an empty
 // pg_stat_activity: the gateways learn of the switchover from their own
@@ -48,40 +49,61 @@ const drainPoll = 25 * time.Millisecond
 // transaction one of them let through meanwhile must be seen.
 const drainSettle = 50 * time.Millisecond
 
-// drainQuery counts client backends inside a transaction (an autocommit
+// drainFilter selects client backends inside a transaction (an autocommit
 // statement counts while it runs), other than the asking one.
-const drainQuery = `SELECT count(*) FROM pg_stat_activity
+const drainFilter = `FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid()`
 
+const drainQuery = `SELECT count(*) ` + drainFilter
+
+// drainHoldersQuery names what a timed-out drain left running, for the log.
+const drainHoldersQuery = `SELECT string_agg(format('pid %s (%s%s, %s for %s): %s', pid,
+	coalesce(nullif(application_name, ''), 'no application_name'),
+	coalesce(' from ' || host(client_addr), ''), state,
+	date_trunc('milliseconds', clock_timestamp() - xact_start), left(query, 60)), '; ') ` + drainFilter
+
+// withConn runs fn on a connection to the local PostgreSQL
+// (pgctl.Instance.WithConn: the agent's control connection).
+type withConn func(context.Context, func(*pgx.Conn) error) error
+
 // drainTransactions waits until no client backend is in a transaction, or
-// timeout. It returns how many still were when it stopped waiting.
-func drainTransactions(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), timeout time.Duration) (int, error) {
+// timeout. It returns how many still were when it stopped waiting and, then,
+// who they are.
+func drainTransactions(ctx context.Context, with withConn, timeout time.Duration) (int, string, error) {
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := connect(dctx)
-	if err != nil {
-		return -1, fmt.Errorf("connecting to count transactions: %w", err)
-	}
-	defer conn.Close(context.Background())
 	settle := min(drainSettle, timeout/4)
 	n := -1
 	for {
-		if err := conn.QueryRow(dctx, drainQuery).Scan(&n); err != nil {
+		err := with(dctx, func(conn *pgx.Conn) error { return conn.QueryRow(dctx, drainQuery).Scan(&n) })
+		if err != nil {
 			if dctx.Err() != nil {
-				return n, nil // out of time
+				return n, drainHolders(ctx, with), nil // out of time
 			}
-			return n, fmt.Errorf("counting transactions: %w", err)
+			return n, "", fmt.Errorf("counting transactions: %w", err)
 		}
 		if n == 0 && time.Since(start) >= settle {
-			return 0, nil
+			return 0, "", nil
 		}
 		select {
 		case <-dctx.Done():
-			return n, nil
+			return n, drainHolders(ctx, with), nil
 		case <-time.After(drainPoll):
 		}
 	}
+}
+
+// drainHolders describes the transactions a drain gave up on (best effort:
+// an empty string when it cannot tell).
+func drainHolders(ctx context.Context, with withConn) string {
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var who *string
+	if err := with(qctx, func(conn *pgx.Conn) error { return conn.QueryRow(qctx, drainHoldersQuery).Scan(&who) }); err != nil || who == nil {
+		return ""
+	}
+	return *who
 }
 
 // drainForSwitchover is the first step of ActStepDown for a pending
@@ -94,13 +116,13 @@ func (r *reconciler) drainForSwitchover(ctx context.Context, st *fsm.State, epoc
 		return
 	}
 	start := time.Now()
-	left, err := drainTransactions(ctx, inst.Connect, timeout)
+	left, who, err := drainTransactions(ctx, inst.WithConn, timeout)
 	took := time.Since(start)
 	metrics.AddSample([]string{"postgres", "switchover_drain_ms"}, float32(took)/1e6)
-	logDrain(r.logger, op, left, took, err)
+	logDrain(r.logger, op, left, who, took, err)
 }
 
-func logDrain(logger hclog.Logger, op *fsm.Operation, left int, took time.Duration, err error) {
+func logDrain(logger hclog.Logger, op *fsm.Operation, left int, who string, took time.Duration, err error) {
 	switch {
 	case err != nil:
 		logger.Warn("switchover drain: could not watch transactions; stepping down", "target", op.Target, "error", err, "took", took.Round(time.Millisecond))
@@ -108,6 +130,6 @@ func logDrain(logger hclog.Logger, op *fsm.Operation, left int, took time.Durati
 		logger.Info("switchover drain: no transaction in progress; stepping down", "target", op.Target, "took", took.Round(time.Millisecond))
 	default:
 		logger.Warn("switchover drain timed out; the fence ends the transactions still running", "target", op.Target,
-			"transactions", left, "took", took.Round(time.Millisecond))
+			"transactions", left, "running", who, "took", took.Round(time.Millisecond))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestDrainTransactions(t *testing.T) {
 	})
 
 	// Nothing running: the drain ends after its settle time.
-	if left, err := drainTransactions(ctx, inst.Connect, 5*time.Second); err != nil || left != 0 {
+	if left, _, err := drainTransactions(ctx, inst.WithConn, 5*time.Second); err != nil || left != 0 {
 		t.Fatalf("idle server: %d transactions, %v", left, err)
 	}
 
@@ -86,7 +87,7 @@ func TestDrainTransactions(t *testing.T) {
 		committed <- err
 	}()
 	start := time.Now()
-	left, err := drainTransactions(ctx, inst.Connect, 20*time.Second)
+	left, _, err := drainTransactions(ctx, inst.WithConn, 20*time.Second)
 	took := time.Since(start)
 	if err != nil || left != 0 || took < 500*time.Millisecond {
 		t.Fatalf("drain with a transaction that commits: %d left after %s, %v", left, took, err)
@@ -102,9 +103,16 @@ func TestDrainTransactions(t *testing.T) {
 	if _, err := client.Exec(ctx, "INSERT INTO drained VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
-	left, err = drainTransactions(ctx, inst.Connect, 500*time.Millisecond)
+	if _, err := client.Exec(ctx, "SET application_name = 'left_open'"); err != nil {
+		t.Fatal(err)
+	}
+	left, who, err := drainTransactions(ctx, inst.WithConn, 500*time.Millisecond)
 	if err != nil || left != 1 {
 		t.Fatalf("drain with a transaction left open: %d left, %v", left, err)
+	}
+	// The log names it, so an operator can find who held the switchover.
+	if !strings.Contains(who, "left_open") || !strings.Contains(who, "idle in transaction") {
+		t.Fatalf("drain's description of what it left running: %q", who)
 	}
 }
 

@@ -73,6 +73,13 @@ func (r *router) Primary() (gateway.Target, bool) {
 	suspected := r.suspect[st.Primary]
 	r.mu.Unlock()
 	fresh := !suspected && (r.c.raft.IsLeader() || time.Since(r.c.raft.LastContact()) < routeStaleAfter)
+	if fresh && st.Primary == r.c.a.config().NodeName && !r.c.localPrimaryServes() {
+		// This node is the primary, but its lease lapsed or its
+		// PostgreSQL is fenced (or being fenced): sending it work would
+		// only earn 25006, or 57P01 when the fence ends the sessions. The
+		// gateway holds until the outcome is known.
+		fresh = false
+	}
 	return t, fresh
 }
 

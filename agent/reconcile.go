@@ -832,6 +832,12 @@ func (r *reconciler) Fence(ctx context.Context, reason string) error {
 	r.logger.Warn("fencing PostgreSQL", "reason", reason)
 	metrics.IncrCounter([]string{"postgres", "fenced"}, 1)
 	err := inst.SetFenced(ctx, true)
+	if rt := r.c.a.router; rt != nil {
+		// The local gateway must see the primary in doubt before the
+		// sessions are ended, so it keeps their 57P01 from the clients
+		// and holds them (localPrimaryServes is false from SetFenced on).
+		rt.notify()
+	}
 	if err == nil {
 		_, err = inst.TerminateClientBackends(ctx)
 	}

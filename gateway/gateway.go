@@ -56,6 +56,10 @@ type Gateway struct {
 	// commitHook is a test hook (see commitResultHook).
 	commitHook commitResultHook
 
+	// idleMoves bounds how many sessions with nothing to send move at
+	// once (see moveIdle).
+	idleMoves chan struct{}
+
 	mu         sync.Mutex
 	sessions   map[*session]struct{}
 	perBackend map[string]int // sessions per back-end address
@@ -100,7 +104,7 @@ func New(cfg Config, router Router, logger hclog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, router: router, logger: logger.Named("gateway"),
 		cancels: newCancelRegistry(cfg.NodeIndex), sessions: map[*session]struct{}{},
-		perBackend: map[string]int{}}
+		perBackend: map[string]int{}, idleMoves: make(chan struct{}, idleMoveConcurrency)}
 	g.mockSecret = make([]byte, 32)
 	if _, err := rand.Read(g.mockSecret); err != nil {
 		return nil, fmt.Errorf("gateway: random: %w", err)

@@ -570,12 +570,29 @@ func (s *session) hidesShutdown(be *backend, body []byte) bool {
 
 // --- moving ---
 
-// moveIdle moves a quiet session whose primary changed.
+// idleMoveConcurrency is how many sessions with nothing to send may move
+// at the same time on one gateway.
+const idleMoveConcurrency = 4
+
+// moveIdle moves a quiet session whose primary changed. A session whose
+// client has a request waiting (held) moves at once; the others take turns
+// (idleMoveConcurrency at a time), so that the new primary's first
+// connections, and the CPU they cost, go to the sessions that wait for
+// them: with every session dialling at once, a held writer waited for
+// twenty idle sessions' start-ups.
 func (s *session) moveIdle(old *backend) bool {
 	w := s.track.inFlightWork()
 	if w.pins != 0 || w.lost {
 		s.closePinned(w)
 		return false
+	}
+	if s.cr.Buffered() == 0 {
+		select {
+		case s.g.idleMoves <- struct{}{}:
+			defer func() { <-s.g.idleMoves }()
+		case <-s.g.ctx.Done():
+			return false
+		}
 	}
 	if err := s.reattach(old, nil); err != nil {
 		s.reattachFailed(err)

@@ -128,7 +128,10 @@ func (i *Instance) applySetting(ctx context.Context, name, want string) error {
 			return fmt.Errorf("applying %s = %q: %w: %v", name, want, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 50*time.Millisecond)
+		// Short and flat: the fence and the synchronous set are applied on
+		// the failover path, and a reload usually lands within tens of
+		// milliseconds; doubling up to 50 ms overshot it by up to 30 ms.
+		backoff = min(backoff+time.Millisecond, 5*time.Millisecond)
 	}
 }
 
