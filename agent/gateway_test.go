@@ -1,14 +1,7 @@
 package agent
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +13,7 @@ import (
 	"github.com/pgbattery/pgbattery/agent/fsm"
 	"github.com/pgbattery/pgbattery/gateway"
 	"github.com/pgbattery/pgbattery/gossip"
+	"github.com/pgbattery/pgbattery/test/testutil"
 )
 
 // TestQualifyingStandbys is the read-only port's filter: alive, not
@@ -114,22 +108,9 @@ func TestQualifyingStandbys(t *testing.T) {
 // error); without it no certificate is asked for.
 func TestGatewayTLSClientCA(t *testing.T) {
 	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gw"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile, caFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	ca := testutil.NewCA(t, "gateway client CA")
+	certFile, keyFile := ca.Issue(t, "gw").WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	caFile := ca.WriteFile(t, filepath.Join(dir, "ca.pem"))
 
 	cfg := &config.RuntimeConfig{}
 	cfg.TLS.Gateway = config.TLSGatewayConfig{CertFile: certFile, KeyFile: keyFile, ClientCert: "off"}

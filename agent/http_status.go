@@ -357,7 +357,7 @@ func (a *Agent) replicaHealth(ctx context.Context, maxBytes int64, maxDur time.D
 		return nil, unavailable("postgres is a standby that does not stream WAL")
 	}
 	out := &healthAnswer{Status: "ok", Role: gossip.RoleReplica, Epoch: a.cluster.fsm.State().Epoch}
-	pos := max(fsm.LSN(ps.ReceiveLSN), fsm.LSN(ps.ReplayLSN))
+	pos := max(ps.ReceiveLSN, ps.ReplayLSN)
 	if ref := a.cluster.fsm.State().Lease.RenewedLSN; ref != 0 {
 		lag := int64(0)
 		if ref > pos {

@@ -295,7 +295,7 @@ func (r *reconciler) handOver() {
 			ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 			if err := r.Fence(ctx, "agent shutting down"); err == nil {
 				if s, err := r.instance().Status(ctx); err == nil {
-					final = fsm.LSN(s.WALPosition())
+					final = s.WALPosition()
 				}
 			}
 			cancel()
@@ -514,7 +514,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		r.setState(gossip.RoleReplica, pgStateRunning)
 	} else {
 		r.mu.Lock()
-		r.lastFlush = fsm.LSN(st.FlushLSN)
+		r.lastFlush = st.FlushLSN
 		r.mu.Unlock()
 		r.setState(gossip.RolePrimary, pgStateRunning)
 	}
@@ -631,7 +631,7 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		}
 		var final fsm.LSN
 		if s, err := inst.Status(ctx); err == nil {
-			final = fsm.LSN(s.WALPosition())
+			final = s.WALPosition()
 		}
 		if err := r.c.lease.Release(ctx, final, "stepped down: "+act.Reason); err != nil {
 			return fmt.Errorf("releasing the lease after stepping down: %w", err)
@@ -882,7 +882,7 @@ func (r *reconciler) recordFence(ctx context.Context, st *fsm.State, act control
 		if err != nil {
 			return fmt.Errorf("reading the fence xid: %w", err)
 		}
-		fr.lsn, _ = fsm.ParseLSN(lsn)
+		fr.lsn, _ = pgctl.ParseLSN(lsn)
 		if s, err := r.instance().Status(ctx); err == nil && s.Timeline > fr.tli {
 			fr.tli = s.Timeline
 		}
@@ -1116,17 +1116,17 @@ func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
 	// judged by the WAL it holds.
 	ps.Healthy = true
 	if ps.InRecovery {
-		ps.ReceiveLSN = fsm.LSN(st.ReceiveLSN)
-		ps.ReplayLSN = fsm.LSN(st.ReplayLSN)
+		ps.ReceiveLSN = st.ReceiveLSN
+		ps.ReplayLSN = st.ReplayLSN
 	} else {
-		ps.FlushLSN = fsm.LSN(st.FlushLSN)
+		ps.FlushLSN = st.FlushLSN
 		if sc, ok := parseSyncNames(st.SynchronousStandbyNames); ok {
 			ps.SyncApplied = &sc
 		}
 		ps.StandbyFlush = make(map[string]fsm.LSN, len(st.Replication))
 		for _, s := range st.Replication {
 			if s.State == "streaming" {
-				ps.StandbyFlush[s.ApplicationName] = fsm.LSN(s.FlushLSN)
+				ps.StandbyFlush[s.ApplicationName] = s.FlushLSN
 			}
 		}
 	}

@@ -1,13 +1,11 @@
 package command
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/hashicorp/cli"
 
@@ -85,9 +83,7 @@ func (c *HistoryCommand) Run(args []string) int {
 }
 
 func formatHistory(hist []api.Transition, detailed bool) string {
-	var b bytes.Buffer
-	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "Epoch\tKind\tFrom\tTo\tLSN\tWrite gap\tDecided by\tAt (UTC)")
+	tab := newTable("Epoch", "Kind", "From", "To", "LSN", "Write gap", "Decided by", "At (UTC)")
 	for _, t := range hist {
 		gap := "-"
 		if t.WriteGapMS > 0 {
@@ -97,14 +93,13 @@ func formatHistory(hist []api.Transition, detailed bool) string {
 		if !t.DecidedAt.IsZero() {
 			at = t.DecidedAt.UTC().Format("2006-01-02 15:04:05.000")
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Epoch, t.Kind, orDash(t.From), t.To, orDash(t.PromoteLSN), gap, orDash(t.DecidedBy), at)
+		tab.row(t.Epoch, t.Kind, orDash(t.From), t.To, orDash(t.PromoteLSN), gap, orDash(t.DecidedBy), at)
 		if !detailed {
 			continue
 		}
-		w.Flush()
-		fmt.Fprintf(&b, "    reason: %s\n", orDash(t.Reason))
+		tab.line("    reason: %s", orDash(t.Reason))
 		if t.MaybeLost > 0 {
-			fmt.Fprintf(&b, "    up to %d bytes may have been lost\n", t.MaybeLost)
+			tab.line("    up to %d bytes may have been lost", t.MaybeLost)
 		}
 		for _, c := range t.Candidates {
 			verdict := "chosen"
@@ -114,12 +109,11 @@ func formatHistory(hist []api.Transition, detailed bool) string {
 			if c.Error != "" {
 				verdict += " (" + c.Error + ")"
 			}
-			fmt.Fprintf(&b, "    candidate %s: timeline %d, receive %s, replay %s, flush %s, %s\n", c.Node, c.Timeline,
+			tab.line("    candidate %s: timeline %d, receive %s, replay %s, flush %s, %s", c.Node, c.Timeline,
 				orDash(c.ReceiveLSN), orDash(c.ReplayLSN), orDash(c.FlushLSN), verdict)
 		}
 	}
-	w.Flush()
-	return strings.TrimRight(b.String(), "\n")
+	return strings.TrimRight(tab.String(), "\n")
 }
 
 func (c *HistoryCommand) Synopsis() string {

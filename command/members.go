@@ -1,7 +1,6 @@
 package command
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/hashicorp/cli"
 
@@ -101,23 +99,20 @@ func (c *MembersCommand) Run(args []string) int {
 
 // formatMembers renders members as aligned columns.
 func formatMembers(members []api.Member, detailed bool) string {
-	var buf bytes.Buffer
-	w := tabwriter.NewWriter(&buf, 0, 8, 2, ' ', 0)
+	header := []string{"Node", "Address", "Status", "Role", "Raft", "Build"}
 	if detailed {
-		fmt.Fprintln(w, "Node\tAddress\tStatus\tTags")
-	} else {
-		fmt.Fprintln(w, "Node\tAddress\tStatus\tRole\tRaft\tBuild")
+		header = []string{"Node", "Address", "Status", "Tags"}
 	}
+	tab := newTable(header...)
 	for _, m := range members {
 		if detailed {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Status, formatTags(m.Tags))
+			tab.row(m.Name, m.Addr, m.Status, formatTags(m.Tags))
 			continue
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Status,
+		tab.row(m.Name, m.Addr, m.Status,
 			orDash(m.Tags[api.TagRole]), orDash(m.Tags[api.TagRaft]), orDash(m.Tags[api.TagBuild]))
 	}
-	w.Flush()
-	return strings.TrimRight(buf.String(), "\n")
+	return strings.TrimRight(tab.String(), "\n")
 }
 
 // formatTags renders tags as k1=v1,k2=v2 sorted by key.

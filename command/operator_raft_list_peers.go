@@ -1,13 +1,11 @@
 package command
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/hashicorp/cli"
 
@@ -80,9 +78,7 @@ func (c *OperatorRaftListPeersCommand) Run(args []string) int {
 }
 
 func formatRaftPeers(peers []api.RaftPeer) string {
-	var b bytes.Buffer
-	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "Node\tID\tAddress\tState\tVoter\tRaftProtocol\tCommit Index\tTrails Leader By")
+	tab := newTable("Node", "ID", "Address", "State", "Voter", "RaftProtocol", "Commit Index", "Trails Leader By")
 	for _, p := range peers {
 		node, proto, commit, trails := orDash(p.Node), "-", "-", "-"
 		if p.Reported {
@@ -90,10 +86,9 @@ func formatRaftPeers(peers []api.RaftPeer) string {
 			commit = fmt.Sprint(p.CommitIndex)
 			trails = fmt.Sprintf("%d commits", p.TrailsLeaderBy)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%s\n", node, p.ID, p.Address, p.State, p.Voter, proto, commit, trails)
+		tab.row(node, p.ID, p.Address, p.State, p.Voter, proto, commit, trails)
 	}
-	w.Flush()
-	return strings.TrimRight(b.String(), "\n")
+	return strings.TrimRight(tab.String(), "\n")
 }
 
 func (c *OperatorRaftListPeersCommand) Synopsis() string {

@@ -1,7 +1,6 @@
 package command
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -121,11 +119,10 @@ func (c *StatusCommand) runWatch(client *api.Client) int {
 
 // formatStatus renders the one-screen view.
 func formatStatus(st *api.ClusterStatus) string {
-	var b bytes.Buffer
-	kv := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(kv, "Cluster:\t%s\n", orDash(st.ClusterID))
-	fmt.Fprintf(kv, "Epoch:\t%d\n", st.Epoch)
-	fmt.Fprintf(kv, "Timeline:\t%d\n", st.Timeline)
+	kv := newTable()
+	kv.row("Cluster:", orDash(st.ClusterID))
+	kv.row("Epoch:", st.Epoch)
+	kv.row("Timeline:", st.Timeline)
 	primary := orDash(st.Primary)
 	switch {
 	case st.Primary == "":
@@ -136,38 +133,35 @@ func formatStatus(st *api.ClusterStatus) string {
 	default:
 		primary += " (not ready)"
 	}
-	fmt.Fprintf(kv, "Primary:\t%s\n", primary)
-	fmt.Fprintf(kv, "Raft leader:\t%s\n", orDash(st.Raft.Leader))
+	kv.row("Primary:", primary)
+	kv.row("Raft leader:", orDash(st.Raft.Leader))
 	paused := "no"
 	if st.Paused {
 		paused = "yes (automatic failover disabled)"
 	}
-	fmt.Fprintf(kv, "Paused:\t%s\n", paused)
+	kv.row("Paused:", paused)
 	ctrl := orDash(st.Controller.State)
 	if st.Controller.Reason != "" {
 		ctrl += ": " + st.Controller.Reason
 	}
-	fmt.Fprintf(kv, "Controller:\t%s\n", ctrl)
-	fmt.Fprintf(kv, "Sync:\t%s\n", formatSync(st.Sync))
+	kv.row("Controller:", ctrl)
+	kv.row("Sync:", formatSync(st.Sync))
 	if p := st.Pending; p != nil {
 		target := p.Target
 		if target == "" {
 			target = "(controller's choice)"
 		}
-		fmt.Fprintf(kv, "Pending:\t%s %s -> %s\n", p.Kind, orDash(p.From), target)
+		kv.row("Pending:", fmt.Sprintf("%s %s -> %s", p.Kind, orDash(p.From), target))
 	}
 	if t := st.LastFailover; t != nil {
-		fmt.Fprintf(kv, "Last failover:\t%s\n", formatTransitionLine(*t))
+		kv.row("Last failover:", formatTransitionLine(*t))
 	} else {
-		fmt.Fprintf(kv, "Last failover:\tnone\n")
+		kv.row("Last failover:", "none")
 	}
 	if !st.FromLeader {
-		fmt.Fprintf(kv, "Note:\tanswered by %s, not the raft leader: the controller state is unknown\n", st.Node)
+		kv.row("Note:", fmt.Sprintf("answered by %s, not the raft leader: the controller state is unknown", st.Node))
 	}
-	kv.Flush()
-	b.WriteString("\n")
-	b.WriteString(formatMemberTable(st))
-	return strings.TrimRight(b.String(), "\n")
+	return strings.TrimRight(kv.String()+"\n"+formatMemberTable(st), "\n")
 }
 
 func formatSync(s api.SyncState) string {
@@ -195,9 +189,7 @@ func formatTransitionLine(t api.Transition) string {
 }
 
 func formatMemberTable(st *api.ClusterStatus) string {
-	var b bytes.Buffer
-	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "Node\tRole\tPostgres\tLSN\tLag\tSync\tGossip")
+	tab := newTable("Node", "Role", "Postgres", "LSN", "Lag", "Sync", "Gossip")
 	for _, m := range st.Members {
 		sync := "-"
 		if m.Sync {
@@ -207,10 +199,9 @@ func formatMemberTable(st *api.ClusterStatus) string {
 		if m.LagBytes != nil {
 			lag = formatBytes(*m.LagBytes)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, postgresColumn(m), orDash(m.LSN), lag, sync, orDash(m.GossipStatus))
+		tab.row(m.Name, m.Role, postgresColumn(m), orDash(m.LSN), lag, sync, orDash(m.GossipStatus))
 	}
-	w.Flush()
-	return b.String()
+	return tab.String()
 }
 
 // postgresColumn says what the fresh probe found.

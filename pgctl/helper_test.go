@@ -188,24 +188,9 @@ func TestPdeathsig(t *testing.T) {
 // childrenOf lists the pids whose parent is ppid and whose command is
 // postgres.
 func childrenOf(ppid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 || s[open+1:close] != "postgres" {
-			continue
-		}
-		f := strings.Fields(s[close+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+	for _, pid := range ChildProcesses(ppid) {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "postgres" {
 			out = append(out, pid)
 		}
 	}

@@ -4,11 +4,61 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// TestChildProcesses: the direct children of a process, not its
+// grandchildren; none for a process without children or a pid that does
+// not exist.
+func TestChildProcesses(t *testing.T) {
+	// sh starts two sleeps, one of which starts its own child.
+	cmd := exec.Command("sh", "-c", "sleep 60 & sh -c 'sleep 60 & wait' & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, c := range ChildProcesses(cmd.Process.Pid) {
+			for _, g := range ChildProcesses(c) {
+				syscall.Kill(g, syscall.SIGKILL)
+			}
+			syscall.Kill(c, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	var kids []int
+	deadline := time.Now().Add(10 * time.Second)
+	for kids = ChildProcesses(cmd.Process.Pid); len(kids) != 2 && time.Now().Before(deadline); kids = ChildProcesses(cmd.Process.Pid) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(kids) != 2 {
+		t.Fatalf("children of sh: %v, want 2", kids)
+	}
+	var grandchildren []int
+	for ; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		grandchildren = nil
+		for _, k := range kids {
+			grandchildren = append(grandchildren, ChildProcesses(k)...)
+		}
+		if len(grandchildren) == 1 {
+			break
+		}
+	}
+	if len(grandchildren) != 1 || slices.Contains(kids, grandchildren[0]) {
+		t.Fatalf("grandchildren %v (children %v), want one that is not a child", grandchildren, kids)
+	}
+	if got := ChildProcesses(grandchildren[0]); len(got) != 0 {
+		t.Errorf("children of a sleep: %v", got)
+	}
+	if got := ChildProcesses(1 << 30); len(got) != 0 { // above pid_max: no such process
+		t.Errorf("children of a pid that does not exist: %v", got)
+	}
+}
 
 // TestKillHungServer: a PostgreSQL whose postmaster and backends are all
 // stopped (SIGSTOP) does not answer; Kill ends every one of its processes,
@@ -26,7 +76,7 @@ func TestKillHungServer(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	pm := n.Postmaster()
-	children := childProcesses(pm.PID())
+	children := ChildProcesses(pm.PID())
 	if len(children) < 3 {
 		t.Fatalf("postmaster %d has %d children, want the background processes and a backend", pm.PID(), len(children))
 	}

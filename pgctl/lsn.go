@@ -1,6 +1,7 @@
 package pgctl
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -51,5 +52,28 @@ func (l *LSN) UnmarshalText(b []byte) error {
 		return err
 	}
 	*l = v
+	return nil
+}
+
+// UnmarshalJSON reads the text form MarshalText writes, and also a plain
+// JSON number: agents before agent/fsm shared this type wrote LSNs as
+// numbers into the Raft log, FSM snapshots and probe answers, and an
+// upgraded agent must still replay its own log. null leaves l unchanged.
+func (l *LSN) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("parsing LSN %s: %w", b, err)
+		}
+		return l.UnmarshalText([]byte(s))
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("parsing LSN %s: want \"hi/lo\" text or a non-negative integer", b)
+	}
+	*l = LSN(v)
 	return nil
 }

@@ -621,7 +621,7 @@ func (i *Instance) Kill(reason string) error {
 	if err := pm.signal(syscall.SIGSTOP); err != nil {
 		return fmt.Errorf("killing PostgreSQL (postmaster %d): %w", pm.pid, err)
 	}
-	for _, child := range childProcesses(pm.pid) {
+	for _, child := range ChildProcesses(pm.pid) {
 		if err := syscall.Kill(child, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			i.log.Warn("killing a PostgreSQL child process", "pid", child, "error", err)
 		}
@@ -632,9 +632,10 @@ func (i *Instance) Kill(reason string) error {
 	return nil
 }
 
-// childProcesses lists the processes whose parent is pid, from /proc (on
-// systems without it, none).
-func childProcesses(pid int) []int {
+// ChildProcesses lists the processes whose parent is pid, from /proc (on
+// systems without it, none). Kill uses it on the postmaster; the
+// multi-node tests use it to find PostgreSQL's processes.
+func ChildProcesses(pid int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil

@@ -39,6 +39,19 @@ func TestLSN(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || back.L != 0x16B374D848 {
 		t.Fatalf("JSON round trip: %v, %v", back.L, err)
 	}
+	// The number form older agents wrote (Raft log, snapshots, probes) still reads.
+	for in, want := range map[string]LSN{`{"L":97500059720}`: 0x16B374D848, `{"L":0}`: 0, `{"L":null}`: 7, `{}`: 7} {
+		back := struct{ L LSN }{L: 7}
+		if err := json.Unmarshal([]byte(in), &back); err != nil || back.L != want {
+			t.Errorf("json.Unmarshal(%s) = %v, %v; want %v", in, back.L, err, want)
+		}
+	}
+	for _, bad := range []string{`{"L":-1}`, `{"L":1.5}`, `{"L":true}`, `{"L":"3000060"}`, `{"L":18446744073709551616}`} {
+		var back struct{ L LSN }
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("json.Unmarshal(%s) accepted: %v", bad, back.L)
+		}
+	}
 	for _, bad := range []string{"", "3000060", "0/", "/1", "G/1", "100000000/0", "0/100000000"} {
 		if _, err := ParseLSN(bad); err == nil {
 			t.Errorf("ParseLSN(%q) accepted", bad)

@@ -221,12 +221,11 @@ func newCluster(t testing.TB, n int, opts ...nodeOpt) []*testNode {
 	return nodes
 }
 
-// waitFor polls cond until it holds or the timeout passes.
+// waitFor polls cond until it holds or the timeout, stretched by
+// testutil.Timeout for slow machines, passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	// Every wait here is for something that must happen; on a starved
-	// machine it just takes longer.
-	timeout = max(timeout, slowMachineWait)
+	timeout = testutil.Timeout(t, timeout)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -237,13 +236,9 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // waitLeader waits until exactly one running node leads and every running
-// node agrees on it.
+// node agrees on it (the timeout is stretched as waitFor's).
 func waitLeader(t testing.TB, nodes []*testNode, timeout time.Duration) *testNode {
 	t.Helper()
-	// Elections take a few hundred milliseconds on an idle machine and
-	// many seconds on a starved one (CI runs every package at once, under
-	// the race detector): the bound is generous, the assertion unchanged.
-	timeout = max(timeout, slowMachineWait)
 	var leader *testNode
 	waitFor(t, timeout, "one leader all nodes agree on", func() bool {
 		leader = nil
@@ -274,12 +269,9 @@ func waitLeader(t testing.TB, nodes []*testNode, timeout time.Duration) *testNod
 	return leader
 }
 
-// slowMachineWait bounds waits for something that must happen (a leader,
-// an apply) on a loaded machine.
-const slowMachineWait = 60 * time.Second
-
+// ctxTimeout is a context that ends after d, stretched by testutil.Timeout.
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout(t, d))
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -288,7 +280,7 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 // moves (bounded).
 func apply(t testing.TB, nodes []*testNode, kv string) {
 	t.Helper()
-	deadline := time.Now().Add(slowMachineWait)
+	deadline := time.Now().Add(testutil.Timeout(t, 60*time.Second))
 	for {
 		leader := waitLeader(t, nodes, 10*time.Second)
 		_, err := leader.node.Apply(ctxTimeout(t, 5*time.Second), []byte(kv))
@@ -313,9 +305,14 @@ func running(nodes []*testNode) []*testNode {
 
 // onLeader runs fn on the current leader, again on the next leader if
 // leadership moved under it (machines under load lose leaders), until the
-// timeout. It is safe to call from any goroutine.
+// timeout, stretched by testutil.TimeoutScale. It is safe to call from any
+// goroutine.
 func onLeader(nodes []*testNode, timeout time.Duration, fn func(n *Node) error) error {
-	deadline := time.Now().Add(timeout)
+	scale, err := testutil.TimeoutScale()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Duration(float64(timeout) * scale))
 	for {
 		var leader *Node
 		for _, tn := range nodes {

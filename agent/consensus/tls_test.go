@@ -1,13 +1,7 @@
 package consensus
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -16,82 +10,30 @@ import (
 	"github.com/pgbattery/pgbattery/test/testutil"
 )
 
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
 // nodeTLS issues a node certificate (server and client auth, the node's IP
 // as SAN) and returns the node's raft TLS configuration.
-func (ca *testCA) nodeTLS(t *testing.T, cn, ip string) *tls.Config {
+func nodeTLS(t *testing.T, ca *testutil.CA, cn, ip string) *tls.Config {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.ParseIP(ip)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		RootCAs:      ca.pool,
+		Certificates: []tls.Certificate{ca.Issue(t, cn, ip).TLS},
+		RootCAs:      ca.Pool,
 	}
 }
 
 // tlsNode starts a node whose certificate ca issued.
-func tlsNode(t *testing.T, ca *testCA, id string, opts ...nodeOpt) *testNode {
+func tlsNode(t *testing.T, ca *testutil.CA, id string, opts ...nodeOpt) *testNode {
 	t.Helper()
 	addr := testutil.Addr(t)
 	opts = append([]nodeOpt{
 		tweak(func(c *Config) { c.BindAddr = addr }),
-		withTLS(ca.nodeTLS(t, "node-"+id, addr)),
+		withTLS(nodeTLS(t, ca, "node-"+id, addr)),
 	}, opts...)
 	return newTestNode(t, id, opts...)
 }
 
 func TestMutualTLS(t *testing.T) {
-	cluster := newTestCA(t, "cluster CA")
-	other := newTestCA(t, "some other CA")
+	cluster := testutil.NewCA(t, "cluster CA")
+	other := testutil.NewCA(t, "some other CA")
 
 	// s3 hands its certificate out through GetCertificate (as a reloading
 	// agent would) rather than Certificates.

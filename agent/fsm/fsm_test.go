@@ -443,14 +443,32 @@ func TestWritablePrimary(t *testing.T) {
 	}
 }
 
-func TestLSN(t *testing.T) {
-	l, err := ParseLSN("16/B374D848")
-	if err != nil || l.String() != "16/B374D848" || uint64(l) != 0x16B374D848 {
-		t.Fatalf("%v %v", l, err)
+// TestLSNEncoding: LSNs go into the log and snapshots in PostgreSQL's
+// notation, and the plain numbers earlier agents wrote still decode, so an
+// upgraded agent replays its own log and snapshots.
+func TestLSNEncoding(t *testing.T) {
+	data, err := Encode(&RenewLease{Holder: "a", Epoch: 1, LSN: 0x16B374D848})
+	if err != nil || !bytes.Contains(data, []byte(`"lsn":"16/B374D848"`)) {
+		t.Fatalf("encoded %q, %v; want the LSN as text", data, err)
 	}
-	for _, bad := range []string{"", "16", "x/1", "1/y", "1/100000000"} {
-		if _, err := ParseLSN(bad); err == nil {
-			t.Fatalf("%q parsed", bad)
+	for _, payload := range []string{`{"holder":"a","epoch":1,"lsn":"16/B374D848"}`, `{"holder":"a","epoch":1,"lsn":97500059720}`} {
+		c, err := Decode(append([]byte{byte(RenewLeaseType)}, payload...))
+		if err != nil || c.(*RenewLease).LSN != 0x16B374D848 {
+			t.Fatalf("decoding %s: %+v, %v", payload, c, err)
 		}
+	}
+	old := `{"version":1,"state":{"epoch":2,"lease":{"holder":"a","epoch":2,"renewed_lsn":50331744},` +
+		`"history":[{"epoch":2,"kind":"failover","to":"a","promote_lsn":50331744,"candidates":[{"node":"a","receive_lsn":50331744}]}]}}`
+	st, err := ReadSnapshot(strings.NewReader(old))
+	if err != nil {
+		t.Fatalf("reading a snapshot with numeric LSNs: %v", err)
+	}
+	if st.Lease.RenewedLSN != 0x3000060 || len(st.History) != 1 || st.History[0].PromoteLSN != 0x3000060 ||
+		len(st.History[0].Candidates) != 1 || st.History[0].Candidates[0].ReceiveLSN != 0x3000060 {
+		t.Fatalf("numeric LSNs read as %+v", st)
+	}
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, st); err != nil || !strings.Contains(buf.String(), `"renewed_lsn":"0/3000060"`) {
+		t.Fatalf("snapshot written as %s, %v; want LSNs as text", buf.String(), err)
 	}
 }

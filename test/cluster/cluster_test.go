@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgbattery/pgbattery/pgctl"
 )
 
 func testNodes(n int) []*Node {
@@ -59,7 +61,7 @@ func TestProcessHelpers(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	var kids []int
-	if !Poll(5*time.Second, func() bool { kids = childrenOf(cmd.Process.Pid); return len(kids) == 1 }) {
+	if !Poll(5*time.Second, func() bool { kids = pgctl.ChildProcesses(cmd.Process.Pid); return len(kids) == 1 }) {
 		t.Fatalf("children of the shell: %v", kids)
 	}
 	syscall.Kill(kids[0], syscall.SIGSTOP)

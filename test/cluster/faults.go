@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgbattery/pgbattery/pgctl"
 )
 
 // The faults. Each returns once it has certainly taken effect and records
@@ -43,7 +45,7 @@ func (n *Node) killHard() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	if pm > 0 {
-		for _, ch := range childrenOf(pm) {
+		for _, ch := range pgctl.ChildProcesses(pm) {
 			syscall.Kill(ch, syscall.SIGKILL)
 		}
 		syscall.Kill(pm, syscall.SIGKILL)
@@ -91,7 +93,7 @@ func (n *Node) KillPostgres(t testing.TB) {
 		t.Fatalf("kill postgres %s: no running postmaster", n.Name)
 	}
 	syscall.Kill(pm, syscall.SIGSTOP)
-	for _, ch := range childrenOf(pm) {
+	for _, ch := range pgctl.ChildProcesses(pm) {
 		syscall.Kill(ch, syscall.SIGKILL)
 	}
 	syscall.Kill(pm, syscall.SIGKILL)
@@ -179,7 +181,7 @@ func (n *Node) stopProcesses(t testing.TB, whole bool) []int {
 	for round := 0; round < 5; round++ {
 		var all []int
 		if pm > 0 {
-			all = append(all, childrenOf(pm)...)
+			all = append(all, pgctl.ChildProcesses(pm)...)
 		}
 		if whole {
 			if n.c.cg != nil {
@@ -443,24 +445,6 @@ func (n *Node) FreeDisk(t testing.TB) {
 }
 
 // Processes.
-
-// childrenOf lists pid's children from /proc/<pid>/task/*/children.
-func childrenOf(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(s); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
 
 // groupMembers lists the processes of process group pgid.
 func groupMembers(pgid int) []int {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgbattery/pgbattery/agent/api"
+	"github.com/pgbattery/pgbattery/pgctl"
 	"github.com/pgbattery/pgbattery/test/checker"
 	"github.com/pgbattery/pgbattery/test/testutil"
 	"github.com/pgbattery/pgbattery/test/workload"
@@ -299,23 +299,9 @@ func killNode(t testing.TB, p *agentProc) {
 	}
 }
 
-// childrenOf lists pid's children from /proc/<pid>/task/*/children.
-func childrenOf(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(s); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
+// childrenOf lists pid's children (PostgreSQL's processes, given the
+// postmaster).
+func childrenOf(pid int) []int { return pgctl.ChildProcesses(pid) }
 
 // processRunning is processAlive that counts a zombie as dead.
 func processRunning(pid int) bool {
