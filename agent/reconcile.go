@@ -61,6 +61,9 @@ type reconciler struct {
 	rewindFailures int
 	lastLogged     string
 	notStreaming   time.Time // since when a running standby is not streaming
+	// stalledReplay is the replay position of a standby on an older
+	// timeline than the cluster's when notStreaming was last reset.
+	stalledReplay pgctl.LSN
 	// streamedTLI is the highest timeline this standby's WAL receiver has
 	// reported (see standbyTimeline).
 	streamedTLI uint32
@@ -502,9 +505,19 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		// not skipped because this node applied the same set in an
 		// earlier term as primary.
 		r.slotsApplied = ""
+		// Behind on the timeline, the receiver may still look "streaming"
+		// at each retry: it reconnects (every wal_retrieve_retry_interval),
+		// streams the old timeline up to the fork and stops again, while
+		// replay never moves (TestChaos_MinorityPartitionPrimary5: stuck
+		// for 5 minutes). There, only replay progress counts.
+		progressing := streaming
+		if behind {
+			progressing = st.ReplayLSN > r.stalledReplay
+		}
 		switch {
-		case streaming || !stuck:
+		case progressing || !stuck:
 			r.notStreaming = time.Time{}
+			r.stalledReplay = st.ReplayLSN
 		case r.notStreaming.IsZero():
 			r.notStreaming = time.Now()
 		case time.Since(r.notStreaming) > divergedAfter:
@@ -803,6 +816,7 @@ func (r *reconciler) start(ctx context.Context, fenced bool) error {
 	wasDead := r.died
 	r.died = false
 	r.notStreaming = time.Time{}
+	r.stalledReplay = 0
 	r.mu.Unlock()
 	if wasDead {
 		r.logger.Info("PostgreSQL restarted after a crash")
@@ -999,6 +1013,7 @@ func (r *reconciler) rewind(ctx context.Context, st *fsm.State, act controller.A
 	r.mu.Lock()
 	r.rewindFailures = 0
 	r.notStreaming = time.Time{}
+	r.stalledReplay = 0
 	r.mu.Unlock()
 	return r.start(ctx, true)
 }
