@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -717,5 +718,39 @@ func TestRunLoop(t *testing.T) {
 	}
 	if h.c.Status().State != StatusFollower {
 		t.Fatalf("status %s", h.c.Status().State)
+	}
+}
+
+// TestSyncChangeReplacedWhenItCannotComplete: a shrink to a standby that
+// then stops streaming before it caught up is replaced by a set with the
+// standby that does stream, keeping every voter of the unfinished change.
+func TestSyncChangeReplacedWhenItCannotComplete(t *testing.T) {
+	h := newHarness(t, fsm.ModeQuorum)
+	h.step()
+	// c stops streaming (it is being rewound): the set shrinks to b.
+	h.prober.down("c")
+	h.prober.set("a", primaryStatus(200, &SyncConfig{Standbys: []string{"b", "c"}, K: 1}, map[string]fsm.LSN{"b": 200}))
+	h.advance(h.cfg.SyncInterval)
+	s := h.f.State().Sync
+	if s.Steady() || !slices.Equal(s.Standbys, []string{"b"}) {
+		t.Fatalf("shrink step: %+v", s)
+	}
+	// The primary applies it, but b stops streaming before it catches up,
+	// and c streams again.
+	h.prober.down("b")
+	h.prober.set("c", standby(300, 1))
+	h.prober.set("a", primaryStatus(300, &SyncConfig{Standbys: []string{"b"}, K: 1}, map[string]fsm.LSN{"c": 300}))
+	h.advance(h.cfg.SyncInterval)
+	s = h.f.State().Sync
+	if !slices.Equal(s.Standbys, []string{"c"}) || !slices.Equal(s.Voters, []string{"b", "c"}) || s.Guarantee() != 1 {
+		t.Fatalf("the unfinished change was not replaced: %+v", s)
+	}
+	// It completes like any other once c has caught up.
+	h.prober.set("a", primaryStatus(310, &SyncConfig{Standbys: []string{"c"}, K: 1}, map[string]fsm.LSN{"c": 300}))
+	h.advance(h.cfg.SyncInterval)
+	h.prober.set("a", primaryStatus(320, &SyncConfig{Standbys: []string{"c"}, K: 1}, map[string]fsm.LSN{"c": 320}))
+	h.advance(h.cfg.SyncInterval)
+	if s = h.f.State().Sync; !s.Steady() || !slices.Equal(s.Voters, []string{"c"}) {
+		t.Fatalf("narrow step: %+v", s)
 	}
 }
