@@ -406,3 +406,35 @@ func scanProcsForSecrets(t *testing.T) {
 		t.Fatal("could not read any /proc/*/cmdline")
 	}
 }
+
+// TestSetFencedGivesUpWhenPostgresDies: a setting that does not take effect
+// (here overridden for the agent's role) keeps SetFenced waiting; when
+// PostgreSQL dies meanwhile it returns at once instead of waiting out its
+// context (the reconciler's is minutes long).
+func TestSetFencedGivesUpWhenPostgresDies(t *testing.T) {
+	n := newTestNode(t, "fencedie", true)
+	ctx := testCtx(t, 60*time.Second)
+	if _, err := n.Start(ctx, StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A role setting beats the configuration file for sessions that start
+	// after it: the control connection is made to start again.
+	mustExec(t, n, "ALTER ROLE "+testSuper.User+" SET default_transaction_read_only = off")
+	mustExec(t, n, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- n.SetFenced(ctx, true) }()
+	time.Sleep(300 * time.Millisecond)
+	if err := n.Kill("test: dies while the fence is applied"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not running") {
+			t.Fatalf("SetFenced on a dead server: %v", err)
+		}
+		t.Logf("returned %s after the start, with: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("SetFenced still waiting 20 s after PostgreSQL died")
+	}
+}

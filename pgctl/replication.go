@@ -120,6 +120,12 @@ func (i *Instance) applySetting(ctx context.Context, name, want string) error {
 		if err == nil && got == want {
 			return nil
 		}
+		if !i.isRunning() {
+			// Died meanwhile (killed for a late lease, crashed): nothing
+			// will ever show the value, and a caller on the failover
+			// path must not wait out its whole context for it.
+			return fmt.Errorf("applying %s = %q: PostgreSQL is not running: %v", name, want, err)
+		}
 		select {
 		case <-ctx.Done():
 			if err == nil {
