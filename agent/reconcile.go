@@ -61,6 +61,9 @@ type reconciler struct {
 	rewindFailures int
 	lastLogged     string
 	notStreaming   time.Time // since when a running standby is not streaming
+	// wasDiskFull: the last diskFull answer (for logging its changes; the
+	// probe handler and the loop both ask).
+	wasDiskFull atomic.Bool
 	// stalledReplay is the replay position of a standby on an older
 	// timeline than the cluster's when notStreaming was last reset.
 	stalledReplay pgctl.LSN
@@ -472,6 +475,7 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		return l, nil, false
 	}
 	l.Running = true
+	l.DiskFull = r.diskFull()
 	l.SystemID = st.SystemIdentifier
 	l.Timeline = r.standbyTimeline(st)
 	l.InRecovery = st.Role == pgctl.RoleStandby
@@ -1106,6 +1110,29 @@ func (r *reconciler) adoptCreds(st *fsm.State) error {
 	return r.newInstance(want)
 }
 
+// diskFull reports whether less than failover.min_free_space is left for
+// PostgreSQL's data or WAL, and logs when that changes.
+func (r *reconciler) diskFull() bool {
+	limit := r.cfg.Failover.MinFreeSpace
+	if limit <= 0 {
+		return false
+	}
+	free, err := r.instance().FreeSpace()
+	if err != nil {
+		r.logger.Debug("reading free disk space", "error", err)
+		return false
+	}
+	full := free < uint64(limit)
+	if r.wasDiskFull.Swap(full) != full {
+		if full {
+			r.logger.Error("disk nearly full: a primary steps down, a standby is not promoted", "free_bytes", free, "min_free_space", limit)
+		} else {
+			r.logger.Info("disk space is back", "free_bytes", free, "min_free_space", limit)
+		}
+	}
+	return full
+}
+
 // pgStatus answers the controller's probe (GET /v1/internal/pg-status).
 func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
 	inst := r.instance()
@@ -1130,6 +1157,9 @@ func (r *reconciler) pgStatus(ctx context.Context) controller.PGStatus {
 	// when the primary is gone none is, and each is a failover candidate
 	// judged by the WAL it holds.
 	ps.Healthy = true
+	if ps.DiskFull = r.diskFull(); ps.DiskFull {
+		ps.Healthy = false
+	}
 	if ps.InRecovery {
 		ps.ReceiveLSN = st.ReceiveLSN
 		ps.ReplayLSN = st.ReplayLSN

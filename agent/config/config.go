@@ -45,6 +45,7 @@ type Config struct {
 	TLS         *TLSRaw         `hcl:"tls,block"`
 	ACL         *ACLRaw         `hcl:"acl,block"`
 	Limits      *LimitsRaw      `hcl:"limits,block"`
+	Debug       *DebugRaw       `hcl:"debug,block"`
 }
 
 // PortsRaw is the raw `ports { }` block.
@@ -93,6 +94,7 @@ type FailoverRaw struct {
 	LeaseRenewInterval  *string `hcl:"lease_renew_interval,optional"`
 	HoldDown            *string `hcl:"hold_down,optional"`
 	PostgresHangTimeout *string `hcl:"postgres_hang_timeout,optional"`
+	MinFreeSpace        *string `hcl:"min_free_space,optional"` // size: 64MB or bytes; 0 = off
 	NoFailover          *bool   `hcl:"no_failover,optional"`
 	FailoverPriority    *int    `hcl:"failover_priority,optional"`
 }
@@ -149,6 +151,12 @@ type TLSGatewayRaw struct {
 type LimitsRaw struct {
 	HTTPMaxRPS *float64 `hcl:"http_max_rps,optional"`
 	HTTPBurst  *int     `hcl:"http_burst,optional"`
+}
+
+// DebugRaw is the raw `debug { }` block: switches for tests and
+// development, never for production.
+type DebugRaw struct {
+	ClockControl *bool `hcl:"clock_control,optional"`
 }
 
 // ACLRaw is the raw `acl { }` block.

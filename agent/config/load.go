@@ -522,6 +522,11 @@ func (b *builder) build() *RuntimeConfig {
 	if rt.ACL.ReadsRequireToken && rt.ACL.Token == "" {
 		b.errf("acl.reads_require_token", "requires acl.token")
 	}
+	dbg := orZero(c.Debug)
+	rt.Debug.ClockControl = b.boolean(dbg.ClockControl, false)
+	if rt.Debug.ClockControl {
+		b.warnf("debug.clock_control", "is on: anyone who may write to the HTTP API can move this agent's lease clock forward and so end its primary's lease; for fault tests only, never in production")
+	}
 	return rt
 }
 
@@ -765,6 +770,7 @@ func (b *builder) buildFailover(rt *RuntimeConfig) {
 	fo.LeaseRenewInterval = b.duration("failover.lease_renew_interval", f.LeaseRenewInterval, DefaultLeaseRenewInterval, false)
 	fo.HoldDown = b.duration("failover.hold_down", f.HoldDown, DefaultHoldDown, false)
 	fo.PostgresHangTimeout = b.duration("failover.postgres_hang_timeout", f.PostgresHangTimeout, DefaultPostgresHangTimeout, false)
+	fo.MinFreeSpace = b.size("failover.min_free_space", f.MinFreeSpace, DefaultMinFreeSpace)
 	if fo.PostgresHangTimeout > 0 && fo.PostgresHangTimeout < time.Second {
 		b.errf("failover.postgres_hang_timeout", "postgres_hang_timeout (%s) must be at least 1s: a busy server must not be mistaken for a hung one", fo.PostgresHangTimeout)
 	}

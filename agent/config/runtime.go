@@ -34,6 +34,7 @@ type RuntimeConfig struct {
 	TLS         TLSConfig
 	ACL         ACLConfig
 	Limits      LimitsConfig
+	Debug       DebugConfig
 	Tags        map[string]string // tags: free-form node metadata; never nil
 
 	// ConfigFiles lists the files that were read, in merge order.
@@ -97,8 +98,11 @@ type FailoverConfig struct {
 	// PostgresHangTimeout: a running PostgreSQL that has not answered the
 	// agent's status query for this long is killed and handled as a crash.
 	PostgresHangTimeout time.Duration
-	NoFailover          bool // never promote this node
-	FailoverPriority    int  // default 1; higher is preferred among equals
+	// MinFreeSpace: a primary whose data directory or pg_wal has less free
+	// space than this steps down (0 = off). Bytes; default 64 MiB.
+	MinFreeSpace     int64
+	NoFailover       bool // never promote this node
+	FailoverPriority int  // default 1; higher is preferred among equals
 }
 
 // GatewayConfig is the `gateway { }` block.
@@ -165,6 +169,14 @@ type LimitsConfig struct {
 	HTTPBurst  int     // default 200
 }
 
+// DebugConfig is the `debug { }` block: switches for fault tests and
+// development that no production cluster should turn on.
+type DebugConfig struct {
+	// ClockControl serves PUT /v1/agent/debug/clock-jump, which moves the
+	// agent's monotonic clock (lease and hold-down) forward. Default false.
+	ClockControl bool
+}
+
 // ACLConfig is the `acl { }` block.
 type ACLConfig struct {
 	Token             string // required on every write API call when set
@@ -190,6 +202,7 @@ const (
 	DefaultLeaseRenewInterval  = 200 * time.Millisecond
 	DefaultHoldDown            = 1250 * time.Millisecond
 	DefaultPostgresHangTimeout = 4 * time.Second
+	DefaultMinFreeSpace        = 64 << 20
 	DefaultFailoverPriority    = 1
 	DefaultMaxConnections      = 1000
 	DefaultHoldTimeout         = 30 * time.Second

@@ -80,6 +80,9 @@ type Local struct {
 	RewindFailures int
 	// LeaseValid: lease.Runner.Valid().
 	LeaseValid bool
+	// DiskFull: less than failover.min_free_space is left for its data or
+	// WAL (a primary then steps down: it cannot take writes for long).
+	DiskFull bool
 	// SyncApplied is the synchronous_standby_names in effect.
 	SyncApplied *SyncConfig
 }
@@ -205,6 +208,12 @@ func desiredPrimary(st *fsm.State, l Local, fenceIfWritable func(Action) Action)
 		return Action{Kind: ActWait, Epoch: e, Reason: "named primary but has no data"}
 	case l.Died:
 		return Action{Kind: ActReleaseLease, Epoch: e, Reason: "PostgreSQL died while primary"}
+	case l.DiskFull && l.Running && !l.InRecovery:
+		// PostgreSQL fails writes (53100) or PANICs on WAL and restarts in
+		// place, holding the lease all the while: hand over as a
+		// switchover does (fence, release with the final position) so a
+		// standby with room takes office.
+		return Action{Kind: ActStepDown, Epoch: e, Reason: "disk nearly full"}
 	case !l.Running:
 		return Action{Kind: ActStart, Epoch: e, Reason: "start fenced before taking office"}
 	case !l.LeaseValid:

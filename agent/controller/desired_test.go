@@ -42,6 +42,8 @@ func TestDesired(t *testing.T) {
 		{"primary not started yet starts fenced", nil, "a", Local{HasData: true, SystemID: 42}, ActStart, ""},
 		{"released lease: fence", func(s *fsm.State) { s.Lease.Released = true }, "a", primaryServing, ActFence, ""},
 		{"released lease, stopped: start fenced", func(s *fsm.State) { s.Lease.Released = true }, "a", Local{HasData: true, SystemID: 42}, ActStart, ""},
+		{"primary with a full disk steps down", nil, "a", func() Local { l := primaryServing; l.DiskFull = true; return l }(), ActStepDown, ""},
+		{"released lease, full disk: fence, no loop", func(s *fsm.State) { s.Lease.Released = true }, "a", func() Local { l := primaryServing; l.DiskFull = true; return l }(), ActFence, ""},
 		{"switchover pending: step down", func(s *fsm.State) { s.Pending = &fsm.Operation{Kind: fsm.OpSwitchover, Epoch: 3, Target: "b"} }, "a", primaryServing, ActStepDown, ""},
 		{"first primary without data inits", func(s *fsm.State) { s.Epoch, s.SystemID, s.Lease.Epoch = 1, 0, 1 }, "a", Local{}, ActInit, ""},
 		{"standby follows", nil, "b", standbyOK, ActFollow, "a"},

@@ -74,7 +74,10 @@ type PGStatus struct {
 	Running bool `json:"running"`
 	// Healthy: answers within its responsiveness probe; for a standby,
 	// also receiving WAL.
-	Healthy    bool   `json:"healthy"`
+	Healthy bool `json:"healthy"`
+	// DiskFull: less than failover.min_free_space is left for its data or
+	// WAL. Such a node is not healthy: it is not promoted or reinstated.
+	DiskFull   bool   `json:"disk_full,omitempty"`
 	InRecovery bool   `json:"in_recovery"`
 	Writable   bool   `json:"writable"`
 	Timeline   uint32 `json:"timeline"`

@@ -67,6 +67,7 @@ failover {
   hold_down            = "10s"
   no_failover          = true
   failover_priority    = 5
+  min_free_space       = "128MB"
 }
 
 gateway {
@@ -115,4 +116,8 @@ limits {
 acl {
   token               = "s3cret"
   reads_require_token = true
+}
+
+debug {
+  clock_control = false
 }
