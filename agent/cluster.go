@@ -40,7 +40,9 @@ const (
 type cluster struct {
 	a      *Agent
 	logger hclog.Logger
-	clock  lease.Clock
+	// clock is the monotonic clock of the lease and the hold-down. Its
+	// offset stays 0 unless debug.clock_control lets a test jump it.
+	clock *lease.SkewClock
 
 	fsm    *fsm.FSM
 	raft   *consensus.Node
@@ -114,7 +116,7 @@ func newCluster(a *Agent, cfg *config.RuntimeConfig) (*cluster, error) {
 	c := &cluster{
 		a:      a,
 		logger: a.logger.Named("cluster"),
-		clock:  lease.NewSystemClock(),
+		clock:  lease.NewSkewClock(lease.NewSystemClock()),
 		timing: timing,
 	}
 	c.fsm = fsm.New(a.logger.Named("fsm"))

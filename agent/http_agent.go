@@ -21,6 +21,7 @@ func (a *Agent) routes() []route {
 		{method: "PUT,POST", path: "/v1/agent/leave", write: true, fn: a.handleLeave},
 		{method: "PUT,POST", path: "/v1/agent/force-leave/", write: true, fn: a.handleForceLeave},
 		{method: "GET", path: "/v1/agent/metrics", fn: a.telemetry.handleMetrics},
+		{method: "GET,PUT", path: "/v1/agent/debug/clock-jump", write: true, fn: a.handleClockJump},
 		{method: "GET", path: "/v1/health/liveness", fn: a.handleLiveness},
 		{method: "PUT", path: "/v1/internal/apply", write: true, fn: a.handleInternalApply},
 		{method: "GET", path: "/v1/internal/pg-status", fn: a.handleInternalPGStatus},

@@ -302,6 +302,10 @@ log_level        = "debug"
 postgres {
   hba = ["host all %s 127.0.0.0/8 scram-sha-256"]
 }
+# JumpClock's endpoint (fault tests only).
+debug {
+  clock_control = true
+}
 %s
 `, n.Name, n.DataDir(), n.Addr, len(n.c.Nodes), strings.Join(join, ", "), ClientUser, extra)
 	if err := os.WriteFile(n.ConfigFile(), []byte(hcl), 0o644); err != nil {
