@@ -80,8 +80,9 @@ func (g *Gateway) dialBackend(ctx context.Context, target Target, params map[str
 		}
 	}
 
+	sio := newSocketIO(conn)
 	be := &backend{target: target, conn: conn,
-		r: bufio.NewReaderSize(conn, backendReadBuffer), w: bufio.NewWriterSize(&backendWriter{conn: conn}, backendWriteBuffer),
+		r: bufio.NewReaderSize(sio, backendReadBuffer), w: bufio.NewWriterSize(&backendWriter{conn: conn, out: sio}, backendWriteBuffer),
 		params: map[string]string{}}
 
 	sm := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params}
@@ -194,7 +195,7 @@ func startBackendTLS(conn net.Conn, tc *tls.Config) (net.Conn, error) {
 	if resp[0] != 'S' {
 		return nil, errors.New("server does not support TLS")
 	}
-	tconn := tls.Client(conn, tc)
+	tconn := tls.Client(withSocketIO(conn), tc)
 	if err := tconn.Handshake(); err != nil {
 		return nil, err
 	}
@@ -233,6 +234,7 @@ func readStartupReply(r *bufio.Reader) (byte, []byte, error) {
 // reported by the read side, which sees the same broken connection.
 type backendWriter struct {
 	conn net.Conn
+	out  io.Writer // conn, or its raw-syscall I/O (rawio.go)
 	err  error
 }
 
@@ -240,7 +242,7 @@ func (w *backendWriter) Write(b []byte) (int, error) {
 	if w.err != nil {
 		return len(b), nil
 	}
-	if _, err := w.conn.Write(b); err != nil {
+	if _, err := w.out.Write(b); err != nil {
 		w.err = err
 		// Make sure the read side notices even if the peer never answers.
 		w.conn.SetReadDeadline(aLongTimeAgo)
@@ -250,10 +252,10 @@ func (w *backendWriter) Write(b []byte) (int, error) {
 
 // clientWriter marks write errors as the client's, so a session can tell a
 // client that went away from a back end that did.
-type clientWriter struct{ conn net.Conn }
+type clientWriter struct{ out io.Writer }
 
 func (w clientWriter) Write(b []byte) (int, error) {
-	n, err := w.conn.Write(b)
+	n, err := w.out.Write(b)
 	if err != nil {
 		err = &clientWriteError{err}
 	}

@@ -54,7 +54,7 @@ func newCancelRegistry(node uint8) *cancelRegistry {
 	return &cancelRegistry{node: node, sessions: map[uint32]*session{}}
 }
 
-// register issues a fresh key for s and records it.
+// register issues a fresh key for s, sets s.key and records it.
 func (r *cancelRegistry) register(s *session, secretLen int) (cancelKey, error) {
 	secret := make([]byte, secretLen)
 	if _, err := rand.Read(secret); err != nil {
@@ -73,8 +73,10 @@ func (r *cancelRegistry) register(s *session, secretLen int) (cancelKey, error) 
 		if _, taken := r.sessions[pid]; taken {
 			continue
 		}
+		// The key is the session's before lookup can find it there.
+		s.key = cancelKey{pid: pid, secret: secret}
 		r.sessions[pid] = s
-		return cancelKey{pid: pid, secret: secret}, nil
+		return s.key, nil
 	}
 	return cancelKey{}, errors.New("no free cancel key")
 }

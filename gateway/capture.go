@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"strconv"
 	"strings"
+
+	"github.com/pgbattery/pgbattery/gateway/sqlclass"
 )
 
 // Capturing the transaction id of a COMMIT (commit resolution, issue 6).
@@ -18,28 +20,65 @@ import (
 //     the gateway before the COMMIT starts (a statement of a multi-statement
 //     Query would sit in the server's buffer until the COMMIT finished,
 //     which is exactly when the gateway may lose the server).
-//   - extended protocol: Parse/Bind/Execute/Close of the same SELECT under a
-//     name no client uses, then Flush, inserted before the COMMIT portal's
-//     Execute (within the client's batch: the client's unnamed statement
-//     and portal are left alone).
+//   - extended protocol: Parse/Bind/Execute of the same SELECT under a name
+//     no client uses, Close of its portal and statement, then Flush,
+//     inserted before the COMMIT portal's Execute (within the client's
+//     batch: the client's unnamed statement and portal are left alone).
 //
 // The responses (RowDescription, DataRow, CommandComplete, ReadyForQuery,
-// or ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete)
-// are consumed by the gateway; the client and the tracker never see them.
-// If the back end is lost before the COMMIT's answer, recoverLost resolves
-// the outcome on the new primary with the captured id (resolveCommit).
+// or ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete
+// twice) are consumed by the gateway; the client and the tracker never see
+// them. If the back end is lost before the COMMIT's answer, recoverLost
+// resolves the outcome on the new primary with the captured id
+// (resolveCommit).
 //
 // A COMMIT whose back end died before it answered anything, the capture
-// included, would still be unknown (08007). So in the simple protocol the
-// id is also asked for right after the first lone write statement of a
-// transaction block (UPDATE, INSERT, DELETE, …: it has an id from then on),
-// and kept until the transaction ends; a COMMIT whose id is already known
-// is not captured again. pgbench's TPC-B script sends one capture per
-// transaction either way.
+// included, would still be unknown (08007). So the id is also asked for
+// right after the first write of a transaction block (UPDATE, INSERT,
+// DELETE, MERGE, …: it has an id from then on; not COPY FROM STDIN, whose
+// data the server reads next), and kept until the transaction ends (a
+// COMMIT or ROLLBACK completes); a COMMIT whose id is already known is not
+// captured again. A write that took no id (an UPDATE that matched nothing)
+// leaves it unknown: the next write or the COMMIT asks again.
+//
+//   - simple protocol: the Query above, right behind the client's Query of
+//     one write statement. It answers after the client's ReadyForQuery; if
+//     the write failed it fails too, and its error is swallowed.
+//   - extended protocol: the messages above, right behind the Execute of
+//     the first write of the batch (classified by the Parse text of the
+//     portal's statement, named or unnamed: pgbench -M prepared parses once
+//     and executes many times), before the rest of the client's batch and
+//     its Sync. A portal run with a row limit is captured after its first
+//     Execute (PortalSuspended, then the capture's answers). If the write,
+//     or anything before it in the batch, fails, the server skips
+//     everything up to the Sync, the capture included: it answers nothing,
+//     and the ErrorResponse drops it from the tracker's queue with the rest
+//     of the batch. If the capture itself fails (a cancel), the rest of the
+//     client's batch is skipped, so that error goes to the client; the next
+//     capture closes whatever the failed one left (xidCaptureExtendedClean).
+//
+// An extended COMMIT lost before the server answered its Parse, Bind,
+// Close or Describe is resolved too: inFlightWork lists the answers still
+// owed (commitPrelude: ParseComplete, BindComplete, CloseComplete, NoData
+// for a Describe of the COMMIT's portal, which tracker.describe notes), and
+// a synthesized success sends them first; what a named Parse or Close among
+// them does to the session's statements is applied to the new back end
+// (finishLost), so a JDBC COMMIT parsed under a name with the lost batch
+// exists there. Not when a Describe the gateway cannot answer exactly is
+// among them, nor a named Parse or Close in a failed transaction (its
+// COMMIT answers ROLLBACK, decided without finishLost's committed).
+//
+// A capture that cannot run in the session at all (captureCannotRun: its
+// function revoked, say) turns capturing off for the session, rather than
+// cost the client every transaction; the simple protocol's capture after a
+// write, if it fails for any reason but the write's own failure, aborts
+// the client's transaction and tells it so with a notice.
 //
 // Cost: only COMMIT and write statements are looked at (the tracker
-// classifies every statement anyway); the response path checks one atomic
-// flag per message.
+// classifies every statement anyway; a Parse of the same unnamed text as
+// the last one is not classified again); the response path checks one
+// atomic flag per message. pgbench's TPC-B script sends one capture per
+// transaction either way.
 
 // Capture kinds (expect.capture).
 const (
@@ -48,8 +87,16 @@ const (
 	// captureAfterWrite: the simple-protocol query sent right after the
 	// first lone write of a transaction block. It answers after the
 	// client's ReadyForQuery; in a transaction that the write made fail it
-	// fails too, and that error is nobody's business.
+	// fails too, and that error is nobody's business (any other error of
+	// it goes to the client as a notice).
 	captureAfterWrite byte = 'W'
+	// captureAfterWriteExtended: the extended-protocol capture sent right
+	// after the Execute of the first write of a transaction block, within
+	// the client's batch (before its Sync). If the write (or anything
+	// before it in the batch) fails, the server skips the capture up to the
+	// Sync: it answers nothing, and the ErrorResponse drops it from the
+	// queue like the rest of the batch.
+	captureAfterWriteExtended byte = 'w'
 )
 
 // What a capture read.
@@ -64,18 +111,28 @@ const (
 // client's name can collide with it.
 const xidStatement = "pgbattery\x1fxid"
 
-const xidSQL = "SELECT pg_current_xact_id_if_assigned()"
+// xidSQL names the function's schema: a session's search_path may put a
+// function of the same name ahead of pg_catalog.
+const xidSQL = "SELECT pg_catalog.pg_current_xact_id_if_assigned()"
 
 // xidQuerySimple and xidCaptureExtended are the encoded capture requests.
+// xidCaptureExtendedClean first closes the capture's portal and statement,
+// in case a capture that failed half-way (a cancel, say) left them behind:
+// a Parse or Bind under a name in use fails, and would fail every capture
+// of the session after it. Closing what does not exist is not an error.
 var (
 	xidQuerySimple     = encodeMessages(queryMsg(xidSQL))
 	xidCaptureExtended = encodeMessages(
 		encodeMsg('P', cString(xidStatement), cString(xidSQL), []byte{0, 0}),                   // Parse, no parameter types
 		encodeMsg('B', cString(xidStatement), cString(xidStatement), []byte{0, 0, 0, 0, 0, 0}), // Bind: no formats, parameters or result formats
 		encodeMsg('E', cString(xidStatement), []byte{0, 0, 0, 0}),                              // Execute, all rows
-		encodeMsg('C', []byte{'S'}, cString(xidStatement)),                                     // Close the statement (and so its portal)
+		xidClosePortal, // in a transaction block a portal outlives its statement's Close
+		xidCloseStatement,
 		encodeMsg('H'), // Flush: send the answers now
 	)
+	xidCaptureExtendedClean = encodeMessages(xidClosePortal, xidCloseStatement, xidCaptureExtended)
+	xidClosePortal          = encodeMsg('C', []byte{'P'}, cString(xidStatement))
+	xidCloseStatement       = encodeMsg('C', []byte{'S'}, cString(xidStatement))
 )
 
 func cString(s string) []byte { return append([]byte(s), 0) }
@@ -133,6 +190,74 @@ func (t *tracker) canCapture() bool {
 	return true
 }
 
+// canCaptureAfterExecute reports whether the write being executed runs in
+// a transaction block, so the id asked for right after it is that
+// transaction's and outlives the batch: no request is in flight, and the
+// session is in the block the last ReadyForQuery reported, or was idle and
+// the batch began one (JDBC sends BEGIN in the same batch as the
+// transaction's first statement); nothing executed in the batch before the
+// write can have ended the block, or is unknown. Called with t.mu held.
+func (t *tracker) canCaptureAfterExecute() bool {
+	if t.inFlight != 0 || t.lost || t.copy || t.capturing.Load() {
+		return false
+	}
+	inBlock := t.txStatus == 'T'
+	if !inBlock && t.txStatus != 'I' {
+		return false
+	}
+	for i := t.head; i < len(t.queue); i++ {
+		e := &t.queue[i]
+		switch e.kind {
+		case expParse, expBind, expClose:
+		case expExecute:
+			if e.stmt == nil {
+				return false
+			}
+			switch e.stmt.class.Kind {
+			case sqlclass.Begin:
+				inBlock = true
+			case sqlclass.Commit, sqlclass.Rollback, sqlclass.TwoPhase, sqlclass.Other:
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return inBlock
+}
+
+// capturableWrite reports whether st, a statement of src, is a write after
+// which the transaction's id can be asked for. Not COPY: after COPY FROM
+// STDIN the server reads nothing but the client's data until it ends, and
+// a request of the gateway's in between would fail the COPY.
+func capturableWrite(st sqlclass.Statement, src string) bool {
+	if st.Kind != sqlclass.Write {
+		return false
+	}
+	text := st.Text(src)
+	return len(text) < 4 || !strings.EqualFold(text[:4], "copy") || len(text) > 4 && isIdentChar(text[4])
+}
+
+// isIdentChar reports whether c can continue an SQL keyword or identifier.
+func isIdentChar(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// extendedCapture queues the expectation of an extended-protocol capture
+// of the given kind and returns the messages to send. Called with t.mu
+// held.
+func (t *tracker) extendedCapture(kind byte) []byte {
+	msgs, closes := xidCaptureExtended, uint8(2)
+	if t.xidDirty {
+		msgs, closes = xidCaptureExtendedClean, 4
+	}
+	t.push(expect{kind: expXid, capture: kind, closes: closes})
+	if !t.lost {
+		t.capturing.Store(true)
+	}
+	return msgs
+}
+
 // startCapture queues the capture's expectation. Called with t.mu held.
 func (t *tracker) startCapture(kind byte) {
 	t.xidState = xidNone
@@ -158,12 +283,21 @@ func (t *tracker) captured(typ byte, body []byte) (swallow, asNotice bool) {
 		return true, false
 	case 'D':
 		t.xidState, t.xid = parseXidRow(body)
+		if t.xidState == xidNull && (e.capture == captureAfterWrite || e.capture == captureAfterWriteExtended) {
+			// The write took no id (an UPDATE that matched no row, say):
+			// the transaction may still write, so nothing is known yet.
+			// The next write or the COMMIT asks again.
+			t.xidState = xidNone
+		}
 		return true, false
 	case 'C':
 		return true, false
 	case '3':
-		if e.capture == captureExtended {
-			t.pop()
+		if e.capture == captureExtended || e.capture == captureAfterWriteExtended {
+			if e.closes--; e.closes == 0 {
+				t.xidDirty = false
+				t.pop()
+			}
 			return true, false
 		}
 	case 'Z':
@@ -175,9 +309,19 @@ func (t *tracker) captured(typ byte, body []byte) (swallow, asNotice bool) {
 			return true, false
 		}
 	case 'E':
+		if captureCannotRun(body) {
+			// Every capture of this session would fail the same way, and
+			// cost the client its transaction each time: no more. Its
+			// COMMITs lost with a back end get 08007.
+			t.resolveCommits = false
+		}
 		if e.capture == captureAfterWrite && !errorIsFatal(body) {
+			// Mostly a write that failed, and the capture with it (25P02):
+			// nobody's business. Otherwise the capture itself failed (a
+			// late cancel, a REVOKE) and took the client's transaction
+			// with it: the client learns why from a notice.
 			t.xidState = xidNone
-			return true, false
+			return true, string(errorField(body, 'C')) != "25P02"
 		}
 		if e.capture == captureSimple && !errorIsFatal(body) {
 			// The capture failed (a cancel, say): the transaction is
@@ -187,18 +331,35 @@ func (t *tracker) captured(typ byte, body []byte) (swallow, asNotice bool) {
 			t.xidState = xidNone
 			return true, true
 		}
-		// Extended: the client's batch failed here; the tracker skips to
-		// its Sync as usual (dropping the capture).
+		// Extended (before a COMMIT or after a write): the capture itself
+		// failed (a cancel, say), and the server skips the rest of the
+		// client's batch: the client must see why. The tracker skips to
+		// its Sync as usual (dropping the capture). Its statement or
+		// portal may be left: the next capture closes them first.
+		if e.capture == captureExtended || e.capture == captureAfterWriteExtended {
+			t.xidDirty = true
+		}
 	}
 	return false, false
 }
 
-// commitCaptured reports that the transaction id of the COMMIT in flight
-// was captured (for the test hook).
+// commitCaptured reports that the CommandComplete about to be handled is a
+// lone COMMIT's (the statement answering is a COMMIT, and only its
+// ReadyForQuery follows) whose transaction id is known: one the gateway
+// could resolve if the back end were lost now (for the test hook).
 func (t *tracker) commitCaptured() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.xidState != xidNone
+	if t.xidState == xidNone || len(t.queue)-t.head != 2 || t.queue[t.head+1].kind != expSync {
+		return false
+	}
+	switch e := &t.queue[t.head]; e.kind {
+	case expStmt:
+		return e.st.Kind == sqlclass.Commit
+	case expExecute:
+		return e.stmt != nil && e.stmt.class.Kind == sqlclass.Commit
+	}
+	return false
 }
 
 // parseXidRow reads the one-column DataRow of the capture.
@@ -218,6 +379,32 @@ func parseXidRow(body []byte) (uint8, uint64) {
 		return xidNone, 0
 	}
 	return xidValue, v
+}
+
+// captureCannotRun reports an ErrorResponse of the capture that says it
+// cannot run in the session at all: SQLSTATE class 42 (the function not
+// found, or not executable by the session's role: an administrator's
+// REVOKE), but not a statement or portal of a failed capture left under the
+// capture's name (42P05, 42P03), which the next capture closes first.
+func captureCannotRun(body []byte) bool {
+	code := errorField(body, 'C')
+	return len(code) == 5 && code[0] == '4' && code[1] == '2' && string(code) != "42P05" && string(code) != "42P03"
+}
+
+// errorField returns a field of an ErrorResponse body, or nil.
+func errorField(body []byte, field byte) []byte {
+	for len(body) > 0 && body[0] != 0 {
+		f := body[0]
+		v, rest, ok := cutCStringBytes(body[1:])
+		if !ok {
+			return nil
+		}
+		if f == field {
+			return v
+		}
+		body = rest
+	}
+	return nil
 }
 
 // errorIsFatal reports an ErrorResponse of severity FATAL or PANIC.

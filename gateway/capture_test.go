@@ -105,7 +105,7 @@ func TestCaptureExtended(t *testing.T) {
 	for _, m := range []struct {
 		typ  byte
 		body []byte
-	}{{'1', nil}, {'2', nil}, {'D', xidRow("", true)}, {'C', cstr("SELECT 1")}, {'3', nil}} {
+	}{{'1', nil}, {'2', nil}, {'D', xidRow("", true)}, {'C', cstr("SELECT 1")}, {'3', nil}, {'3', nil}} {
 		if swallow, _ := tr.captured(m.typ, m.body); !swallow {
 			t.Fatalf("capture response %c not swallowed", m.typ)
 		}

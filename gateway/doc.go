@@ -189,10 +189,13 @@
 // When a session in a transaction block ('T', nothing else in flight) sends
 // a lone COMMIT or END (not AND CHAIN), the gateway asks for the
 // transaction's id in the same write, so it costs no round trip
-// (capture.go): a Query "SELECT pg_current_xact_id_if_assigned()" ahead of
-// the client's Query, or, in the extended protocol, Parse/Bind/Execute/
-// Close of that SELECT under a reserved name plus a Flush just before the
-// COMMIT portal's Execute. A request of its own (or the Flush) makes the
+// (capture.go): a Query "SELECT pg_catalog.pg_current_xact_id_if_assigned()"
+// ahead of the client's Query, or, in the extended protocol, Parse/Bind/
+// Execute/Close of that SELECT under a reserved name plus a Flush just
+// before the COMMIT portal's Execute. The same goes right after the first
+// write of a transaction block, and a COMMIT whose id is known is not
+// captured again, so a COMMIT lost before its server answered anything is
+// resolvable too. A request of its own (or the Flush) makes the
 // server send the id before it starts the COMMIT; a statement in the same
 // Query would wait in the server's buffer until the COMMIT finished. The
 // answers are consumed by the gateway; the client and the tracker never

@@ -302,7 +302,9 @@ func TestFailoverKill(t *testing.T) {
 	})
 	simpleReadRes := run(func() (int, error) {
 		var v int
-		err := simpleReader.QueryRow(ctx, "SELECT 8 FROM pg_sleep(1.5)").Scan(&v)
+		// Larger than the read buffer: re-run from the set-aside scratch
+		// buffer (record, migrate.go).
+		err := simpleReader.QueryRow(ctx, "SELECT 8 FROM pg_sleep(1.5) /* "+strings.Repeat("padding ", 1000)+"*/").Scan(&v)
 		return v, err
 	})
 	commitRes := run(func() (int, error) {

@@ -272,10 +272,7 @@ func (s *session) clientToServer(be *backend) error {
 					return err
 				}
 			}
-			if cap(s.rec) > maxRetainedScratch {
-				s.rec = nil
-			}
-			s.rec, s.recOK = s.rec[:0], true
+			s.resetRecord()
 		}
 		bytesIn.Add(int64(total))
 
@@ -286,8 +283,7 @@ func (s *session) clientToServer(be *backend) error {
 				return err
 			}
 			body := msg[5:]
-			var capture []byte
-			captureAfter := false
+			var capture, captureAfter []byte
 			switch typ {
 			case 'Q':
 				s.requestStarted()
@@ -299,13 +295,15 @@ func (s *session) clientToServer(be *backend) error {
 				if before {
 					capture = xidQuerySimple
 				}
-				captureAfter = after
+				if after {
+					captureAfter = xidQuerySimple
+				}
 			case 'P':
 				s.track.parse(body)
 			case 'E':
-				if s.track.execute(body) {
-					capture = xidCaptureExtended
-				}
+				// The capture after a write goes within the client's
+				// batch, before its Sync.
+				capture, captureAfter = s.track.executeCapture(body)
 			case 'C':
 				s.track.closeMsg(body)
 			}
@@ -320,11 +318,11 @@ func (s *session) clientToServer(be *backend) error {
 			if _, err := w.Write(msg); err != nil {
 				return err
 			}
-			if captureAfter {
+			if captureAfter != nil {
 				// The transaction's id, asked for right after its first
 				// write: known before the COMMIT, even if the back end is
 				// lost before it answers anything of the COMMIT.
-				if _, err := w.Write(xidQuerySimple); err != nil {
+				if _, err := w.Write(captureAfter); err != nil {
 					return err
 				}
 			}
@@ -352,6 +350,21 @@ func (s *session) clientToServer(be *backend) error {
 			if err := s.copyRecorded(r, w, total); err != nil {
 				return err
 			}
+		case 'D':
+			// Describe: the tracker notes what its answer will be, for
+			// a COMMIT resolved before the server answered (capture.go).
+			want := 5 + 1 + 64 // NAMEDATALEN-bounded name
+			if want > total {
+				want = total
+			}
+			prefix, err := fill(r, w, want)
+			if err != nil {
+				return err
+			}
+			s.track.describe(prefix[5:])
+			if err := s.copyRecorded(r, w, total); err != nil {
+				return err
+			}
 		case 'S', 'F':
 			s.requestStarted()
 			s.track.sync()
@@ -364,8 +377,8 @@ func (s *session) clientToServer(be *backend) error {
 			}
 			return errTerminated
 		default:
-			// Describe, Flush, CopyData, CopyDone, CopyFail, and anything
-			// unknown (the back end judges it).
+			// Flush, CopyData, CopyDone, CopyFail, and anything unknown
+			// (the back end judges it).
 			if err := s.copyRecorded(r, w, total); err != nil {
 				return err
 			}
@@ -434,7 +447,10 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 			if typ == 'E' && movable && s.hidesShutdown(be, msg[5:]) {
 				// The server is shutting down or crashed: the session may
 				// survive on the next primary, so the client does not see
-				// this. recoverLost decides what it sees.
+				// this. recoverLost decides what it sees; this message was
+				// not forwarded, so a read-only request it cut may still be
+				// re-run.
+				s.sinceReady--
 				w.Flush()
 				return false, errBackendShutdown
 			}

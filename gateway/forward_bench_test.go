@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +61,40 @@ func BenchmarkForwardExtendedAgentMetrics(b *testing.B) {
 		s.cw.Reset(io.Discard)
 		s.serverToClient(be)
 		s.cw.Flush()
+	}
+}
+
+// BenchmarkForwardLargeQuery is one simple Query larger than the read
+// buffer and its answer at a time: what recording a request for a re-run
+// (record, migrate.go) costs when the request does not fit the read
+// buffer.
+func BenchmarkForwardLargeQuery(b *testing.B) {
+	for _, size := range []int{10 << 10, 40 << 10} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			req := msg('Q', cstr("SELECT length('"+strings.Repeat("x", size)+"')"))
+			resp := bytes.Join([][]byte{
+				msg('T', make([]byte, 30)), msg('D', make([]byte, 12)), msg('C', cstr("SELECT 1")), msg('Z', []byte{'I'}),
+			}, nil)
+			s, be, _ := newHarness(nil, 1<<20)
+			reqR, respR := bytes.NewReader(req), bytes.NewReader(resp)
+			b.SetBytes(int64(len(req)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				reqR.Reset(req)
+				s.cr.Reset(reqR)
+				be.w.Reset(io.Discard)
+				s.clientToServer(be)
+				be.w.Flush()
+				respR.Reset(resp)
+				be.r.Reset(respR)
+				s.cw.Reset(io.Discard)
+				s.serverToClient(be)
+				s.cw.Flush()
+			}
+			if !s.recOK || !bytes.Equal(s.recorded(), req) {
+				b.Fatal("the request was not recorded")
+			}
+		})
 	}
 }

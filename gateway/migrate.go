@@ -465,21 +465,58 @@ func (s *session) nextClientMessage(keep int) (byte, []byte, error) {
 
 // --- recording requests for a re-run ---
 
+// resetRecord starts recording a new request.
+func (s *session) resetRecord() {
+	if cap(s.rec) > maxRetainedScratch {
+		s.rec = nil
+	}
+	if s.recBig != nil {
+		// The set-aside scratch buffer is free again.
+		if s.spare == nil && cap(s.recBig) <= maxRetainedScratch {
+			s.spare = s.recBig[:0]
+		}
+		s.recBig = nil
+	}
+	s.rec, s.recOK = s.rec[:0], true
+}
+
+// record adds msg, a whole client message, to the request being recorded.
+// A message readMessage put in the scratch buffer (larger than the read
+// buffer, up to maxRerunRequest) is not copied: the buffer is set aside
+// and the next large message goes to the spare one. So recording costs a
+// copy of at most a read buffer's worth of small messages per request;
+// the large ones are copied only by recorded, after a lost back end.
 func (s *session) record(msg []byte) {
 	if !s.recOK {
 		return
 	}
-	if len(s.rec)+len(msg) > maxRerunRequest {
+	if len(s.rec)+len(s.recBig)+len(msg) > maxRerunRequest {
 		s.recOK = false
+		return
+	}
+	if s.recBig == nil && len(msg) > 0 && cap(s.scratch) > 0 && &msg[0] == &s.scratch[:1][0] {
+		s.recBig, s.recBigAt = msg, len(s.rec)
+		s.scratch, s.spare = s.spare, nil
 		return
 	}
 	s.rec = append(s.rec, msg...)
 }
 
+// recorded returns the recorded request's bytes in order.
+func (s *session) recorded() []byte {
+	if s.recBig == nil {
+		return s.rec
+	}
+	all := make([]byte, 0, len(s.rec)+len(s.recBig))
+	all = append(all, s.rec[:s.recBigAt]...)
+	all = append(all, s.recBig...)
+	return append(all, s.rec[s.recBigAt:]...)
+}
+
 // copyRecorded is copyMessage that also records the message.
 func (s *session) copyRecorded(r *bufio.Reader, w *bufio.Writer, total int) error {
 	if s.recOK {
-		if total <= r.Size() && len(s.rec)+total <= maxRerunRequest {
+		if total <= r.Size() && len(s.rec)+len(s.recBig)+total <= maxRerunRequest {
 			b, err := fill(r, w, total)
 			if err != nil {
 				return err
@@ -671,9 +708,9 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 		code, msg = codeSerializationFailure,
 			"the primary was lost during the transaction, which was rolled back; retry it (pgbattery failover)"
 		g.stats.aborted.Add(1)
-	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0 && lastRequest(s.rec) != nil:
+	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0 && lastRequest(s.recorded()) != nil:
 		// Nothing of the answer reached the client: ask the new primary.
-		req := append([]byte(nil), lastRequest(s.rec)...)
+		req := append([]byte(nil), lastRequest(s.recorded())...)
 		if err := s.reattach(old, req); err != nil {
 			s.reattachFailed(err)
 			return false

@@ -102,6 +102,7 @@ func (s *session) resolveCommit(old *backend, w inFlightWork) bool {
 	if code != "" {
 		writeMessages(s.cw, errorMessage("ERROR", code, msg))
 	} else {
+		s.cw.Write(w.commitPrelude) // what the server still owed before the COMMIT's answer
 		writeMessages(s.cw, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 	}
 	writeMessages(s.cw, &pgproto3.ReadyForQuery{TxStatus: 'I'})

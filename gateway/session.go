@@ -74,10 +74,17 @@ type session struct {
 	waiting     bool          // clientToServer is blocked reading the client
 	movePending atomic.Bool   // intrMove is set (read on every ReadyForQuery)
 	s2cDone     chan struct{} // closed when serverToClient of this back end ends
-	// rec is the current autocommit request as sent, while recOK, for a
-	// re-run after a lost back end (clientToServer only).
-	rec   []byte
-	recOK bool
+	// The current autocommit request as sent, while recOK, for a re-run
+	// after a lost back end (clientToServer only; see record). Messages
+	// that came through the read buffer are copied into rec; the first
+	// message too large for it is not copied: recBig is where readMessage
+	// put it (the scratch buffer, set aside until the next request, while
+	// spare takes its place), logically at offset recBigAt of rec.
+	rec      []byte
+	recBig   []byte
+	recBigAt int
+	spare    []byte
+	recOK    bool
 	// sinceReady counts back-end messages forwarded since the last
 	// ReadyForQuery (serverToClient only; read after it stopped).
 	sinceReady int
@@ -151,7 +158,7 @@ func (s *session) startup() (counted bool, err error) {
 			return false, errors.New("direct TLS connection, but TLS is not configured")
 		}
 		tc.NextProtos = []string{"postgresql"}
-		tconn := tls.Server(&prefixConn{Conn: conn, prefix: first[:1]}, tc)
+		tconn := tls.Server(&prefixConn{Conn: withSocketIO(conn), prefix: first[:1]}, tc)
 		if err := tconn.Handshake(); err != nil {
 			return false, fmt.Errorf("direct TLS handshake: %w", err)
 		}
@@ -194,7 +201,7 @@ func (s *session) startup() (counted bool, err error) {
 				// readStartupPacket reads exactly one packet, so no
 				// plaintext sent after the SSLRequest can sit in a buffer
 				// and be mistaken for TLS-protected data.
-				tconn := tls.Server(conn, tc)
+				tconn := tls.Server(withSocketIO(conn), tc)
 				if err := tconn.Handshake(); err != nil {
 					return false, fmt.Errorf("TLS handshake: %w", err)
 				}
@@ -223,8 +230,9 @@ func (s *session) startup() (counted bool, err error) {
 		}
 	}
 	s.client = conn
-	s.cr = bufio.NewReaderSize(conn, clientReadBuffer)
-	s.cw = bufio.NewWriterSize(clientWriter{conn}, clientWriteBuffer)
+	sio := newSocketIO(conn)
+	s.cr = bufio.NewReaderSize(sio, clientReadBuffer)
+	s.cw = bufio.NewWriterSize(clientWriter{sio}, clientWriteBuffer)
 
 	// Protocol version: 3.0 and 3.2; a newer minor or _pq_ options get a
 	// NegotiateProtocolVersion, as from PostgreSQL 18.
@@ -300,7 +308,7 @@ func (s *session) startup() (counted bool, err error) {
 	if s.protoMinor >= 2 {
 		secretLen = secretLen32
 	}
-	if s.key, err = g.cancels.register(s, secretLen); err != nil {
+	if _, err = g.cancels.register(s, secretLen); err != nil {
 		s.closeBackend()
 		return true, s.fatal(codeTooManyConnections, "could not issue a cancel key")
 	}

@@ -69,7 +69,13 @@ type expect struct {
 	stmt      *stmtInfo // Parse: the statement; Execute: the statement run
 	st        sqlclass.Statement
 	text      string // expStmt: statement text, kept for session-state kinds
-	capture   byte   // expXid: captureSimple or captureExtended
+	capture   byte   // expXid: captureSimple, captureExtended, captureAfterWrite or captureAfterWriteExtended
+	closes    uint8  // expXid, extended: CloseCompletes still to come
+	// describe: the answer to a Describe the client sent right after this
+	// request's message, which the server sends right after this one's:
+	// 0 none, 'n' NoData (a COMMIT portal), 'x' anything else (see
+	// tracker.describe).
+	describe byte
 }
 
 // stmtInfo is a prepared statement as the tracker sees it.
@@ -80,6 +86,9 @@ type stmtInfo struct {
 	// resolvable: a COMMIT whose outcome the gateway can resolve after a
 	// lost back end (not AND CHAIN).
 	resolvable bool
+	// capturesAfter: a write after whose Execute the transaction's id can
+	// be asked for (see capturableWrite).
+	capturesAfter bool
 }
 
 // change is a transactional session-state change, applied at commit.
@@ -118,6 +127,9 @@ type tracker struct {
 
 	pending      []change
 	errorInCycle bool
+	// describeLoose: a Describe was sent with nothing else unanswered, so
+	// whether its answer came is not known; reset at ReadyForQuery.
+	describeLoose bool
 
 	// unnamed is the latest unnamed statement; portals maps named portals
 	// to their statements, unnamedPortal the unnamed portal's.
@@ -127,6 +139,14 @@ type tracker struct {
 
 	split []sqlclass.Statement // reused by query()
 
+	// lastUnnamed and lastUnnamedText remember the latest unnamed Parse, so
+	// a client that parses the same text again and again (pgbench -M
+	// extended, JDBC, pgx's exec mode) costs neither an allocation nor a
+	// classification per Parse: a stmtInfo never changes once made. Only
+	// parse (the client side) uses them.
+	lastUnnamed     *stmtInfo
+	lastUnnamedText []byte
+
 	// Commit resolution (capture.go). resolveCommits is set for sessions
 	// that can move (the read-write port). capturing is set while an
 	// expXid is queued, so serverToClient looks at responses only then;
@@ -134,6 +154,9 @@ type tracker struct {
 	resolveCommits bool
 	capturing      atomic.Bool
 	xidState       uint8
+	// xidDirty: an extended capture failed after it may have created its
+	// statement or portal (see xidCaptureExtendedClean).
+	xidDirty bool
 	// cycleWrote says whether a statement that is not a read has
 	// completed since the last ReadyForQuery (wroteSimple, wroteExtended):
 	// a back end lost after it and before ReadyForQuery leaves work whose
@@ -286,6 +309,11 @@ type inFlightWork struct {
 	// commitAcked: the client already has the CommandComplete of a COMMIT
 	// and only ReadyForQuery is missing.
 	commitAcked bool
+	// commitPrelude: with commitOnly, the answers the server still owed
+	// ahead of the COMMIT's CommandComplete (ParseComplete, BindComplete,
+	// NoData of an extended-protocol COMMIT lost before it answered them),
+	// encoded; a synthesized success sends them first.
+	commitPrelude []byte
 	// autocommitDone: outside a transaction block, every statement of a
 	// simple Query has completed and only ReadyForQuery is missing; the
 	// server commits an implicit transaction before the last
@@ -306,7 +334,8 @@ func (t *tracker) inFlightWork() inFlightWork {
 	defer t.mu.Unlock()
 	w := inFlightWork{txStatus: t.txStatus, requests: t.inFlight, copy: t.copy, copyIn: t.copyIn,
 		readOnly: true, pins: t.pins, lost: t.lost, xidState: t.xidState, xid: t.xid}
-	statements, commits, others := 0, 0, 0
+	statements, commits, others, prelude := 0, 0, 0, 0
+	capturing := false
 	for i := t.head; i < len(t.queue); i++ {
 		e := &t.queue[i]
 		if e.kind == expXid && e.capture == captureAfterWrite {
@@ -318,6 +347,23 @@ func (t *tracker) inFlightWork() inFlightWork {
 		w.partial = e.kind != expSync
 		if e.kind != expSync && e.kind != expStmt && e.kind != expExecute {
 			others++
+			capturing = capturing || e.kind == expXid
+			// The Parse, Bind and Close of an extended COMMIT whose
+			// answers never came: a synthesized success answers them.
+			// What a named Parse or a Close does to the session's
+			// statements is then applied to the new back end
+			// (finishLost, committed); only a COMMIT in a transaction
+			// block ('T') can be answered with success that way.
+			if statements == 0 && e.describe != 'x' && (e.kind == expBind ||
+				(e.kind == expParse || e.kind == expClose) && (e.name == "" || t.txStatus == 'T')) {
+				prelude++
+				w.commitPrelude = append(w.commitPrelude, e.kind.answer(), 0, 0, 0, 4)
+				if e.describe == 'n' {
+					w.commitPrelude = append(w.commitPrelude, 'n', 0, 0, 0, 4)
+				}
+			}
+		} else if e.describe != 0 {
+			others++ // a Describe answered after a statement's answers
 		}
 		var kind sqlclass.Kind
 		switch e.kind {
@@ -351,12 +397,30 @@ func (t *tracker) inFlightWork() inFlightWork {
 	}
 	w.autocommitDone = t.cycleWrote == wroteSimple && t.txStatus == 'I' && w.requests == 1 && !w.partial && !w.copy &&
 		statements == 0 && others == 0
-	w.commitOnly = w.requests == 1 && !w.partial && !w.copy && statements == 1 && commits == 1 && others == 0
+	w.commitOnly = w.requests == 1 && !w.partial && !w.copy && statements == 1 && commits == 1 && others == prelude &&
+		!t.describeLoose
 	w.commitAcked = t.commitAcked && w.requests == 1 && !w.partial && !w.copy && statements == 0 && others == 0
-	if others > 0 {
+	if capturing || others > prelude {
 		w.xidState = xidNone // the capture had not finished
 	}
+	if !w.commitOnly {
+		w.commitPrelude = nil
+	}
 	return w
+}
+
+// answer is the message type the server answers an expectation's request
+// with, where it is a single fixed one.
+func (k expKind) answer() byte {
+	switch k {
+	case expParse:
+		return '1'
+	case expBind:
+		return '2'
+	case expClose:
+		return '3'
+	}
+	return 0
 }
 
 // resetAfterLoss forgets everything in flight on a lost back end: the
@@ -371,6 +435,17 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := t.head; i < len(t.queue); i++ {
+		if e := &t.queue[i]; committed && e.name != "" {
+			// The client gets ParseComplete and CloseComplete for the
+			// messages sent with its COMMIT (commitPrelude): so be it
+			// on the new back end too.
+			switch {
+			case e.kind == expParse:
+				t.prepared[e.name] = e.stmt
+			case e.kind == expClose && e.closeKind == 'S':
+				delete(t.prepared, e.name)
+			}
+		}
 		t.queue[i] = expect{}
 	}
 	t.queue, t.head = t.queue[:0], 0
@@ -383,7 +458,7 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 		t.commitPending()
 	}
 	t.pending = t.pending[:0]
-	t.errorInCycle = false
+	t.errorInCycle, t.describeLoose = false, false
 	t.unnamed, t.unnamedPortal = nil, nil
 	clear(t.portals)
 }
@@ -405,7 +480,7 @@ func (t *tracker) query(sql string) (capture, captureAfter bool) {
 		capture = true
 		t.startCapture(captureSimple)
 	}
-	if t.resolveCommits && len(t.split) == 1 && t.split[0].Kind == sqlclass.Write && t.xidState == xidNone && t.canCapture() {
+	if t.resolveCommits && len(t.split) == 1 && capturableWrite(t.split[0], sql) && t.xidState == xidNone && t.canCapture() {
 		captureAfter = true
 	}
 	t.inFlight++
@@ -439,8 +514,34 @@ func (t *tracker) parse(body []byte) {
 	if !ok {
 		return
 	}
+	var si *stmtInfo
+	if len(name) == 0 && t.lastUnnamed != nil && bytes.Equal(query, t.lastUnnamedText) {
+		si = t.lastUnnamed // the same text as last time: the same statement
+	} else {
+		si = newStmtInfo(name, query, rest)
+		if len(name) == 0 && len(query) <= maxRememberedUnnamed {
+			t.lastUnnamed = si
+			t.lastUnnamedText = append(t.lastUnnamedText[:0], query...)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(name) == 0 {
+		t.unnamed = si
+	}
+	t.push(expect{kind: expParse, name: string(name), stmt: si})
+}
+
+// maxRememberedUnnamed bounds the unnamed statement text parse keeps to
+// recognise the next Parse of the same text.
+const maxRememberedUnnamed = 8 << 10
+
+// newStmtInfo classifies a parsed statement; rest is what follows the query
+// in the Parse message (the parameter types). Only named statements keep
+// their parameter types: they are what a move prepares again.
+func newStmtInfo(name, query, rest []byte) *stmtInfo {
 	si := &stmtInfo{}
-	if len(rest) >= 2 {
+	if len(name) > 0 && len(rest) >= 2 {
 		n := int(binary.BigEndian.Uint16(rest))
 		rest = rest[2:]
 		if n > 0 && len(rest) >= 4*n {
@@ -452,18 +553,14 @@ func (t *tracker) parse(body []byte) {
 	}
 	si.class = sqlclass.Classify(unsafeString(query))
 	si.resolvable = si.class.Kind == sqlclass.Commit && !mentionsChain(unsafeString(query))
+	si.capturesAfter = capturableWrite(si.class, unsafeString(query))
 	if keepsText(si.class.Kind) || len(name) > 0 {
 		si.query = string(query)
 		si.class = sqlclass.Classify(si.query) // re-point names into the kept copy
 	} else {
 		si.class.Name = ""
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(name) == 0 {
-		t.unnamed = si
-	}
-	t.push(expect{kind: expParse, name: string(name), stmt: si})
+	return si
 }
 
 // bind records a Bind; prefix holds at least the portal and statement
@@ -508,11 +605,20 @@ func (t *tracker) bind(prefix []byte) {
 	t.push(expect{kind: expBind})
 }
 
-// execute records an Execute message body. It reports whether the
-// gateway must send its xid capture (xidCaptureExtended) just before it: the
-// portal runs a COMMIT in a transaction block, with no Sync in flight (see
-// capture.go).
+// execute records an Execute message body; it reports whether
+// executeCapture has a capture sent before it.
 func (t *tracker) execute(body []byte) (capture bool) {
+	before, _ := t.executeCapture(body)
+	return before != nil
+}
+
+// executeCapture records an Execute message body. It returns the xid
+// capture (extendedCapture) the gateway must send just before it (the
+// portal runs a COMMIT in a transaction block, with nothing but Parse, Bind
+// and Close unanswered), or just after it (captureAfter: the portal runs
+// the first write of a transaction block; see capture.go), or nil. Either
+// way only while the transaction's id is not known yet.
+func (t *tracker) executeCapture(body []byte) (capture, captureAfter []byte) {
 	portal, _, _ := cutCStringBytes(body)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -522,12 +628,52 @@ func (t *tracker) execute(body []byte) (capture bool) {
 	} else {
 		si = t.portals[string(portal)]
 	}
-	if si != nil && si.resolvable && t.resolveCommits && t.canCapture() {
-		capture = true
-		t.startCapture(captureExtended)
+	after := false
+	if si != nil && t.resolveCommits && t.xidState == xidNone {
+		switch {
+		case si.resolvable && t.canCapture():
+			capture = t.extendedCapture(captureExtended)
+		case si.capturesAfter && t.canCaptureAfterExecute():
+			after = true
+		}
 	}
 	t.push(expect{kind: expExecute, stmt: si})
-	return capture
+	if after {
+		captureAfter = t.extendedCapture(captureAfterWriteExtended)
+	}
+	return capture, captureAfter
+}
+
+// describe records a Describe message body: the answer it gets comes right
+// after the answer of the last request message before it, so it is noted
+// there, as NoData for the portal of a COMMIT (what a synthesized answer
+// can send, see inFlightWork) or as unknown otherwise.
+func (t *tracker) describe(body []byte) {
+	if len(body) < 2 {
+		return // the server will reject it; its error resyncs us
+	}
+	name, _, ok := cutCStringBytes(body[1:])
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	answer := byte('x')
+	if ok && body[0] == 'P' {
+		si := t.unnamedPortal
+		if len(name) > 0 {
+			si = t.portals[string(name)]
+		}
+		if si != nil && si.class.Kind == sqlclass.Commit {
+			answer = 'n'
+		}
+	}
+	if t.head == len(t.queue) {
+		t.describeLoose = true
+		return
+	}
+	if e := &t.queue[len(t.queue)-1]; e.describe == 0 {
+		e.describe = answer
+	} else {
+		e.describe = 'x'
+	}
 }
 
 // closeMsg records a Close message body.
@@ -641,7 +787,7 @@ func (t *tracker) server(typ byte, body []byte) {
 			// kept across the transaction's statements, see capture.go).
 			t.xidState = xidNone
 		}
-		t.commitAcked, t.cycleWrote = false, 0
+		t.commitAcked, t.cycleWrote, t.describeLoose = false, 0, false
 		if t.inFlight > 0 {
 			t.inFlight--
 		}
@@ -728,9 +874,13 @@ func (t *tracker) apply(st sqlclass.Statement, text string, tag []byte) {
 	switch {
 	case bytes.HasPrefix(tag, []byte("COMMIT")), bytes.HasPrefix(tag, []byte("PREPARE TRANSACTION")):
 		t.commitPending()
+		// The transaction is over (even if ReadyForQuery does not say so:
+		// "COMMIT; BEGIN", AND CHAIN): its id is not the next one's.
+		t.xidState = xidNone
 	case bytes.HasPrefix(tag, []byte("ROLLBACK")):
 		if st.Kind != sqlclass.Savepoint {
 			t.pending = t.pending[:0]
+			t.xidState = xidNone
 		}
 	}
 }

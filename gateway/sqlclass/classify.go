@@ -120,13 +120,13 @@ func Split(sql string, dst []Statement) []Statement {
 		t := l.next()
 		if t.kind == tokEOF {
 			if sc.n > 0 {
-				dst = append(dst, sc.finish(t.start))
+				dst = append(dst, sc.finish())
 			}
 			return dst
 		}
 		if t.kind == tokSemicolon && sc.depth <= 0 && sc.atomic <= 0 {
 			if sc.n > 0 {
-				dst = append(dst, sc.finish(t.start))
+				dst = append(dst, sc.finish())
 			}
 			sc = scanner{l: &l, start: -1}
 			continue
@@ -162,6 +162,7 @@ type scanner struct {
 	atomic        int
 	createRoutine bool
 	start         int
+	last          int // end of the last token, where the statement ends
 
 	prevWord    token // previous token if a word, for "fn(" detection
 	prevWasWord bool
@@ -180,6 +181,7 @@ func (s *scanner) add(t token) {
 		s.lead[s.n] = t
 	}
 	s.n++
+	s.last = t.end
 
 	switch t.kind {
 	case tokOpenParen:
@@ -302,10 +304,10 @@ func identText(src string, t token) string {
 	return ""
 }
 
-func (s *scanner) finish(end int) Statement {
-	st := Statement{Kind: Other, Start: s.start, End: end, Pin: s.pin, Unpin: s.unpin}
-	// Trim trailing whitespace/comments out of End: the last token's end.
-	st.End = s.lastEnd(end)
+func (s *scanner) finish() Statement {
+	// End is the last token's end: trailing whitespace and comments are
+	// not part of the statement.
+	st := Statement{Kind: Other, Start: s.start, End: s.last, Pin: s.pin, Unpin: s.unpin}
 
 	switch {
 	case s.leadWord(0, "select"):
@@ -462,21 +464,6 @@ func (s *scanner) finish(end int) Statement {
 		st.Kind = Write
 	}
 	return st
-}
-
-// lastEnd is the end offset of the statement's last token before end.
-func (s *scanner) lastEnd(end int) int {
-	// Re-lex from the start to find the last token end; statements are
-	// usually short and this runs once per statement.
-	l := lexer{src: s.l.src, pos: s.start}
-	last := s.start
-	for {
-		t := l.next()
-		if t.kind == tokEOF || t.start >= end {
-			return last
-		}
-		last = t.end
-	}
 }
 
 func (s *scanner) classifySet(st *Statement) {

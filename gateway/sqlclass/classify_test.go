@@ -1,6 +1,7 @@
 package sqlclass
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -141,10 +142,38 @@ func FuzzSplit(f *testing.F) {
 				t.Fatalf("bad offsets %+v in %q", st, sql)
 			}
 			prevEnd = st.End
+			// End is the end of the statement's last token.
+			l := lexer{src: sql[:st.End], pos: st.Start}
+			last := st.Start
+			for tk := l.next(); tk.kind != tokEOF; tk = l.next() {
+				last = tk.end
+			}
+			if last != st.End {
+				t.Fatalf("statement %+v of %q: last token ends at %d", st, sql, last)
+			}
 			_ = st.Text(sql)
 			_ = st.Kind.String()
 			_ = st.Pin.String()
 		}
 		_ = Classify(sql)
 	})
+}
+
+// BenchmarkSplit is the classifier's cost per Query or Parse on the
+// gateway's per-request path: a pgbench statement, and a statement carrying
+// 10 KiB of data in a string literal.
+func BenchmarkSplit(b *testing.B) {
+	for name, sql := range map[string]string{
+		"pgbench": "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+		"10KiB":   "INSERT INTO t VALUES (1, '" + strings.Repeat("x", 10<<10) + "')",
+	} {
+		b.Run(name, func(b *testing.B) {
+			var dst []Statement
+			b.SetBytes(int64(len(sql)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				dst = Split(sql, dst[:0])
+			}
+		})
+	}
 }

@@ -16,6 +16,8 @@
 // no allocation proportional to anything but the statement count).
 package sqlclass
 
+import "strings"
+
 // token kinds the lexer produces.
 type tokKind uint8
 
@@ -65,12 +67,25 @@ func (l *lexer) skipSpaceAndComments() {
 		case isSpace(c):
 			l.pos++
 		case c == '-' && l.pos+1 < len(l.src) && l.src[l.pos+1] == '-':
-			for l.pos < len(l.src) && l.src[l.pos] != '\n' {
-				l.pos++
+			if i := strings.IndexByte(l.src[l.pos:], '\n'); i >= 0 {
+				l.pos += i
+			} else {
+				l.pos = len(l.src)
 			}
 		case c == '/' && l.pos+1 < len(l.src) && l.src[l.pos+1] == '*':
 			depth := 0
 			for l.pos < len(l.src) {
+				// Jump to the next '*' (long comments): nothing before it
+				// opens or closes a comment, except a '/' just before it.
+				if i := strings.IndexByte(l.src[l.pos:], '*'); i < 0 {
+					l.pos = len(l.src)
+					break
+				} else if i > 0 {
+					l.pos += i
+					if l.src[l.pos-1] == '/' {
+						l.pos--
+					}
+				}
 				if l.src[l.pos] == '/' && l.pos+1 < len(l.src) && l.src[l.pos+1] == '*' {
 					depth++
 					l.pos += 2
@@ -137,12 +152,10 @@ func (l *lexer) next() token {
 			tag := l.src[l.pos:tagEnd]
 			l.pos = tagEnd
 			// Find the closing tag; unterminated runs to the end.
-			for l.pos < len(l.src) {
-				if l.src[l.pos] == '$' && len(l.src)-l.pos >= len(tag) && l.src[l.pos:l.pos+len(tag)] == tag {
-					l.pos += len(tag)
-					return token{tokString, start, l.pos}
-				}
-				l.pos++
+			if i := strings.Index(l.src[l.pos:], tag); i >= 0 {
+				l.pos += i + len(tag)
+			} else {
+				l.pos = len(l.src)
 			}
 			return token{tokString, start, l.pos}
 		}
@@ -200,6 +213,16 @@ func (l *lexer) dollarTag() (int, bool) {
 func (l *lexer) scanQuoted(q byte, backslash bool) {
 	l.pos++ // opening quote
 	for l.pos < len(l.src) {
+		if !backslash {
+			// Jump to the next quote: long literals (bulk data) are
+			// common, and only a quote ends or escapes here.
+			i := strings.IndexByte(l.src[l.pos:], q)
+			if i < 0 {
+				l.pos = len(l.src)
+				return
+			}
+			l.pos += i
+		}
 		c := l.src[l.pos]
 		switch {
 		case backslash && c == '\\':
