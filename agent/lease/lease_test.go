@@ -168,28 +168,8 @@ func (f *fakeFencer) Fence(_ context.Context, reason string) error {
 // renewals stop succeeding, before the lease runs out.
 func TestRunnerRenewsAndFences(t *testing.T) {
 	tm := Timings{Lease: 400 * time.Millisecond, RenewInterval: 50 * time.Millisecond, HoldDown: 450 * time.Millisecond, FenceBudget: 100 * time.Millisecond}.WithDefaults()
-	clock := NewSystemClock()
-	st := &fakeState{st: &fsm.State{Primary: "a", Epoch: 3, Lease: fsm.Lease{Holder: "a", Epoch: 3}}, sub: make(chan struct{}, 1)}
-	ren := &fakeRenewer{}
 	fen := &fakeFencer{fenced: make(chan string, 4)}
-	r, err := NewRunner(RunnerConfig{Node: "a", Timings: tm, Clock: clock, State: st, Renewer: ren, Fencer: fen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !r.Valid() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !r.Valid() {
-		t.Fatal("never became valid")
-	}
+	r, _, ren := startValidRunner(t, tm, NewSystemClock(), fen)
 	ren.fail.Store(true)
 	lostAt := time.Now()
 	select {
@@ -239,44 +219,18 @@ func (f *killingFencer) Kill(reason string) error {
 	return nil
 }
 
-// jumpClock is the system clock plus an offset a test can add to, as a
-// process sees time after it was frozen.
-type jumpClock struct {
-	base *SystemClock
-	off  atomic.Int64
-}
-
-func (c *jumpClock) Now() time.Duration { return c.base.Now() + time.Duration(c.off.Load()) }
-
 // A lapse noticed long after the deadline (the process was frozen) kills
 // PostgreSQL at once instead of fencing it by a reload.
 func TestRunnerKillsAfterFreeze(t *testing.T) {
 	tm := Timings{Lease: 400 * time.Millisecond, RenewInterval: 50 * time.Millisecond, HoldDown: 450 * time.Millisecond, FenceBudget: 100 * time.Millisecond}.WithDefaults()
-	clock := &jumpClock{base: NewSystemClock()}
-	st := &fakeState{st: &fsm.State{Primary: "a", Epoch: 3, Lease: fsm.Lease{Holder: "a", Epoch: 3}}, sub: make(chan struct{}, 1)}
-	ren := &fakeRenewer{}
+	clock := NewSkewClock(NewSystemClock())
 	fen := &killingFencer{fakeFencer: fakeFencer{fenced: make(chan string, 4)}, killed: make(chan string, 4)}
-	r, err := NewRunner(RunnerConfig{Node: "a", Timings: tm, Clock: clock, State: st, Renewer: ren, Fencer: fen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !r.Valid() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !r.Valid() {
-		t.Fatal("never became valid")
-	}
+	_, st, ren := startValidRunner(t, tm, clock, fen)
 	// Frozen for twice the lease: renewals could not have run.
 	ren.fail.Store(true)
-	clock.off.Add(int64(2 * tm.Lease))
+	if _, err := clock.Jump(2 * tm.Lease); err != nil {
+		t.Fatal(err)
+	}
 	st.sub <- struct{}{}
 	select {
 	case reason := <-fen.killed:
@@ -286,4 +240,31 @@ func TestRunnerKillsAfterFreeze(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("neither killed nor fenced")
 	}
+}
+
+// startValidRunner runs a Runner for node "a", named primary of epoch 3
+// by a fake FSM, until the test ends, and waits until it holds the lease.
+func startValidRunner(t *testing.T, tm Timings, clock Clock, fen Fencer) (*Runner, *fakeState, *fakeRenewer) {
+	t.Helper()
+	st := &fakeState{st: &fsm.State{Primary: "a", Epoch: 3, Lease: fsm.Lease{Holder: "a", Epoch: 3}}, sub: make(chan struct{}, 1)}
+	ren := &fakeRenewer{}
+	r, err := NewRunner(RunnerConfig{Node: "a", Timings: tm, Clock: clock, State: st, Renewer: ren, Fencer: fen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !r.Valid() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !r.Valid() {
+		t.Fatal("never became valid")
+	}
+	return r, st, ren
 }

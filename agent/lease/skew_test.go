@@ -1,13 +1,10 @@
 package lease
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pgbattery/pgbattery/agent/fsm"
 )
 
 type manualClock struct{ now time.Duration }
@@ -106,27 +103,8 @@ func TestRunnerWithSkewClock(t *testing.T) {
 	// make a renewal late enough to fence on their own.
 	tm := Timings{Lease: 2 * time.Second, RenewInterval: 100 * time.Millisecond, HoldDown: 2100 * time.Millisecond, FenceBudget: 200 * time.Millisecond}.WithDefaults()
 	clock := NewSkewClock(NewSystemClock())
-	st := &fakeState{st: &fsm.State{Primary: "a", Epoch: 3, Lease: fsm.Lease{Holder: "a", Epoch: 3}}, sub: make(chan struct{}, 1)}
-	ren := &fakeRenewer{}
 	fen := &fakeFencer{fenced: make(chan string, 4)}
-	r, err := NewRunner(RunnerConfig{Node: "a", Timings: tm, Clock: clock, State: st, Renewer: ren, Fencer: fen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !r.Valid() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !r.Valid() {
-		t.Fatal("never became valid")
-	}
+	r, st, _ := startValidRunner(t, tm, clock, fen)
 	// A small jump: the next renewals keep the lease.
 	if _, err := clock.Jump(tm.RenewInterval / 5); err != nil {
 		t.Fatal(err)
