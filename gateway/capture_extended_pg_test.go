@@ -596,22 +596,7 @@ func TestCommitResolutionLostBeforeAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer super.Close(context.Background())
-	mustExec(t, ctx, super, "ALTER SYSTEM SET synchronous_standby_names = '*'")
-	mustExec(t, ctx, super, "SELECT pg_reload_conf()")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the standby did not become synchronous")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	makeStandbySynchronous(t, ctx, super)
 
 	// The gateway reaches the primary through the proxy.
 	proxy := startCutProxy(t, testutil.Addr(t), primary.addr)
@@ -705,7 +690,7 @@ func TestCommitResolutionLostBeforeAnswer(t *testing.T) {
 		}
 	}
 	// All commit on the primary (and so on the synchronous standby).
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	aliceDirect, err := primary.connect(ctx, "alice", alicePassword, "alice")
 	if err != nil {
 		t.Fatal(err)

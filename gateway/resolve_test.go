@@ -179,22 +179,7 @@ func TestCommitResolution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustExec(t, ctx, super, "ALTER SYSTEM SET synchronous_standby_names = '*'")
-	mustExec(t, ctx, super, "SELECT pg_reload_conf()")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the standby did not become synchronous")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	makeStandbySynchronous(t, ctx, super)
 	super.Close(ctx)
 
 	g := startGateway(t, primary.pgServer, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
@@ -374,5 +359,27 @@ func TestCommitResolutionXidReuse(t *testing.T) {
 	}
 	if st := g.MigrationStats(); st.CommitAborted != 1 || st.CommitCommitted != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// makeStandbySynchronous makes every standby of the primary super is
+// connected to synchronous and waits until one is.
+func makeStandbySynchronous(t *testing.T, ctx context.Context, super *pgx.Conn) {
+	t.Helper()
+	mustExec(t, ctx, super, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+	mustExec(t, ctx, super, "SELECT pg_reload_conf()")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := super.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not become synchronous")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
