@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,18 @@ const (
 	// to have diverged from its primary (a timeline fork it cannot follow)
 	// and is rewound; pg_rewind is a no-op when it has not.
 	divergedAfter = 10 * time.Second
-	actionTimeout = 5 * time.Minute
+	// A standby start waits this long for PostgreSQL to answer; one still
+	// short of its consistent point then is left running and watched by
+	// the loop (observeRecovering), which may have to re-point or rewind
+	// it: the WAL it waits for may never come from where it looks.
+	standbyReadyWait = 5 * time.Second
+	// How often a standby that is not consistent yet asks the primary
+	// whether it can ever get there by following (recoveringDiverged).
+	recoveringCheckEvery = 2 * time.Second
+	// How long a primary about to serve waits at a time for its
+	// synchronous standbys to flush its WAL (awaitSyncQuorum).
+	syncCatchUpWait = 2 * time.Second
+	actionTimeout   = 5 * time.Minute
 	// A failed action is retried after actionRetryMin, doubling up to
 	// actionRetryMax while it keeps failing.
 	actionRetryMin = 200 * time.Millisecond
@@ -101,6 +113,9 @@ type reconciler struct {
 	// reinit tracks the operator's reinit request this agent carries out
 	// (reconcile loop only; see reinit.go).
 	reinit reinitProgress
+	// recovering is the last verdict on a standby that is not consistent
+	// yet (reconcile loop only; see recoveringDiverged).
+	recovering recoveringVerdict
 }
 
 // gatewayHBA lets the gateways (on every node of the cluster, normally on
@@ -465,6 +480,10 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	st, err := inst.Status(sctx)
+	if err != nil && pgctl.NotYetAccepting(err) && inst.IsStandbyConfigured() {
+		return r.observeRecovering(ctx, l), nil, true
+	}
+	r.recovering = recoveringVerdict{}
 	if err != nil {
 		// Running but not answering: not usable as primary; the controller
 		// sees the same through its probe.
@@ -536,6 +555,72 @@ func (r *reconciler) observe(ctx context.Context) (controller.Local, *pgctl.Stat
 		r.setState(gossip.RolePrimary, pgStateRunning)
 	}
 	return l, st, true
+}
+
+// observeRecovering reads a standby that runs but answers no query yet: it
+// has not replayed up to its consistent point (after a rewind, a crash, or
+// while the WAL of a clone is still to come). The WAL it needs may be on
+// its way, may exist only on a primary it does not point at (its upstream
+// was deposed meanwhile), or may exist nowhere because the current
+// primary's history forked before that point. Desired must see such a
+// standby to re-point it (ActFollow) or rewind it (Diverged), so it is
+// observed from its control file instead of being waited for.
+func (r *reconciler) observeRecovering(ctx context.Context, l controller.Local) controller.Local {
+	l.Running, l.InRecovery = true, true
+	cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	cd, err := r.instance().ControlData(cctx)
+	cancel()
+	if err == nil {
+		l.SystemID = cd.SystemIdentifier
+		l.Timeline, _ = cd.ReplayedAtLeast()
+	}
+	r.mu.Lock()
+	r.writable = false
+	r.slotsApplied = ""
+	r.mu.Unlock()
+	r.setState(gossip.RoleReplica, pgStateStarting)
+	l.Diverged = r.recoveringDiverged(ctx)
+	return l
+}
+
+// recoveringVerdict is recoveringDiverged's last answer, for one epoch.
+type recoveringVerdict struct {
+	epoch    uint64
+	primary  string
+	at       time.Time
+	diverged bool
+}
+
+// recoveringDiverged asks the serving primary, at most every
+// recoveringCheckEvery, whether this standby, not consistent yet, must
+// replay WAL past the point where the primary's history forked off its
+// timeline (pgctl.NeedsRewind on the control file's minRecoveryPoint): it
+// can then never become consistent by following, only by a rewind. A
+// slow replay that is merely behind is left alone, however long it takes.
+func (r *reconciler) recoveringDiverged(ctx context.Context) bool {
+	st := r.c.fsm.State()
+	if st.Primary == r.self || !st.PrimaryReady() || st.Lease.Released {
+		return false
+	}
+	v := r.recovering
+	if v.epoch == st.Epoch && v.primary == st.Primary && time.Since(v.at) < recoveringCheckEvery {
+		return v.diverged
+	}
+	peer, err := r.peer(st, st.Primary)
+	if err != nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	need, why, err := r.instance().NeedsRewind(cctx, peer)
+	r.recovering = recoveringVerdict{epoch: st.Epoch, primary: st.Primary, at: time.Now(), diverged: err == nil && need}
+	switch {
+	case err != nil:
+		r.logger.Debug("asking whether a standby that is not consistent yet can follow the primary", "primary", st.Primary, "error", err)
+	case need:
+		r.logger.Warn("standby cannot become consistent by following the primary: it will be rewound", "primary", st.Primary, "reason", why)
+	}
+	return need
 }
 
 // standbyTimeline is the timeline a running PostgreSQL is on. For a
@@ -813,8 +898,18 @@ func (r *reconciler) start(ctx context.Context, fenced bool) error {
 		return nil
 	}
 	r.setState(gossip.RoleUnknown, pgStateStarting)
-	if _, err := inst.Start(ctx, pgctl.StartOptions{Fenced: fenced}); err != nil {
-		return fmt.Errorf("starting PostgreSQL: %w", err)
+	sctx := ctx
+	standby := inst.IsStandbyConfigured()
+	if standby {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, standbyReadyWait)
+		defer cancel()
+	}
+	if pm, err := inst.Start(sctx, pgctl.StartOptions{Fenced: fenced}); err != nil {
+		if !standby || pm == nil || pm.Exited() || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("starting PostgreSQL: %w", err)
+		}
+		r.logger.Info("standby started but not consistent yet: replaying, watched by the loop", "waited", standbyReadyWait)
 	}
 	r.mu.Lock()
 	wasDead := r.died
@@ -822,6 +917,7 @@ func (r *reconciler) start(ctx context.Context, fenced bool) error {
 	r.notStreaming = time.Time{}
 	r.stalledReplay = 0
 	r.mu.Unlock()
+	r.recovering = recoveringVerdict{}
 	if wasDead {
 		r.logger.Info("PostgreSQL restarted after a crash")
 	}
@@ -938,6 +1034,12 @@ type fenceReading struct {
 // liftFence lets PostgreSQL accept writes (default_transaction_read_only
 // off), if it does not already.
 func (r *reconciler) liftFence(ctx context.Context, act controller.Action, status *pgctl.Status) error {
+	if !r.instance().Fenced() && (status == nil || !status.ReadOnly) {
+		return nil
+	}
+	if err := r.awaitSyncQuorum(ctx, act.Epoch); err != nil {
+		return err
+	}
 	// Lifting and fencing exclude each other, and the reasons to lift are
 	// checked under the same lock: a lease that lapsed (the lease runner
 	// fences from its own goroutine) or a leaving agent since this step
@@ -958,6 +1060,57 @@ func (r *reconciler) liftFence(ctx context.Context, act controller.Action, statu
 		r.logger.Info("accepting writes", "epoch", act.Epoch)
 	}
 	return nil
+}
+
+// awaitSyncQuorum waits until the synchronous standbys PostgreSQL waits for
+// (synchronous_standby_names) have flushed all of this primary's WAL, before
+// it serves. Its WAL may hold commits visible here that no standby has: a
+// COMMIT that waited for its standby when a fence ended its session is
+// committed locally all the same, and a newly promoted node may have
+// received commits its old primary never got acknowledged. A read served
+// here would see them, and lose them again if this node failed before its
+// standbys caught up; so it serves only once they have them (a write
+// would wait for the same standbys anyway).
+func (r *reconciler) awaitSyncQuorum(ctx context.Context, epoch uint64) error {
+	inst := r.instance()
+	st, err := inst.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the replication state before serving: %w", err)
+	}
+	sc, ok := parseSyncNames(st.SynchronousStandbyNames)
+	if !ok || sc.K <= 0 || len(sc.Standbys) == 0 || slices.Equal(sc.Standbys, []string{noStandby}) {
+		// Asynchronous, or no standby in the set yet (a new cluster):
+		// no other node can have what this one has.
+		return nil
+	}
+	target := st.FlushLSN
+	start := time.Now()
+	for {
+		have := 0
+		for _, s := range st.Replication {
+			if slices.Contains(sc.Standbys, s.ApplicationName) && s.FlushLSN >= target {
+				have++
+			}
+		}
+		if have >= sc.K {
+			if waited := time.Since(start); waited > 100*time.Millisecond {
+				r.logger.Info("synchronous standbys caught up before serving", "waited", waited.Round(time.Millisecond), "lsn", target.String())
+			}
+			return nil
+		}
+		if r.c.fsm.State().Epoch != epoch || (r.c.lease != nil && !r.c.lease.Valid()) {
+			return waitingError{"the epoch or the lease changed while waiting for the synchronous standbys"}
+		}
+		if time.Since(start) > syncCatchUpWait {
+			return waitingError{fmt.Sprintf("waiting for %d of the synchronous standbys %v to flush %s before serving", sc.K, sc.Standbys, target)}
+		}
+		if !sleepCtx(ctx, 2*time.Millisecond) {
+			return ctx.Err()
+		}
+		if st, err = inst.Status(ctx); err != nil {
+			return fmt.Errorf("reading the replication state before serving: %w", err)
+		}
+	}
 }
 
 // publishSystemID records the new cluster's system identifier after initdb.
@@ -983,7 +1136,8 @@ func (r *reconciler) follow(ctx context.Context, st *fsm.State, act controller.A
 	pointed := strings.Contains(conninfo, "host='"+peer.Host+"'") && strings.Contains(conninfo, "port='"+strconv.Itoa(peer.Port)+"'") &&
 		slot == r.followOpts().Slot
 	if inst.Running() {
-		if err := r.dropStandbySlots(ctx); err != nil {
+		if err := r.dropStandbySlots(ctx); err != nil && !pgctl.NotYetAccepting(err) {
+			// Not consistent yet: the slots go at a later step.
 			return err
 		}
 	}

@@ -564,3 +564,70 @@ func checkShow(t *testing.T, ctx context.Context, conn *pgx.Conn, name, want str
 		t.Fatalf("%s = %q, want %q", name, got, want)
 	}
 }
+
+// TestNewSessionHeldByFencedPrimary: a new session is not given to a
+// primary its agent has fenced (read-only by default). Such a primary may
+// show a read a COMMIT whose session the fence ended while it waited for
+// its synchronous standby: committed locally, never acknowledged, and
+// absent from the next primary (TestChaos_FlappingPartitions, seed 7: a
+// register read went back in time). The session waits for the fence to
+// lift, or for the hold timeout; a client that asks for read-only
+// transactions itself is let through.
+func TestNewSessionHeldByFencedPrimary(t *testing.T) {
+	t.Parallel()
+	pg := startPostgres(t, testutil.Addr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	super, err := pg.connect(ctx, "postgres", superPassword, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(context.Background())
+	fence := func(on bool) {
+		t.Helper()
+		q := "ALTER SYSTEM RESET default_transaction_read_only"
+		if on {
+			q = "ALTER SYSTEM SET default_transaction_read_only = on"
+		}
+		mustExec(t, ctx, super, q)
+		mustExec(t, ctx, super, "SELECT pg_reload_conf()")
+	}
+	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	short := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 300 * time.Millisecond })
+	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
+
+	fence(true)
+	type result struct {
+		conn *pgx.Conn
+		err  error
+	}
+	connected := make(chan result, 1)
+	go func() {
+		c, err := pgx.Connect(ctx, dsn)
+		connected <- result{c, err}
+	}()
+	select {
+	case r := <-connected:
+		if r.conn != nil {
+			r.conn.Close(context.Background())
+		}
+		t.Fatalf("a session was connected to a fenced primary (error %v)", r.err)
+	case <-time.After(time.Second):
+	}
+	_, err = pgx.Connect(ctx, short.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	wantCode(t, "a new session to a fenced primary past the hold timeout", err, "57P03")
+	ro := connectPGX(t, dsn+" options='-c default_transaction_read_only=on'")
+	var n int
+	if err := ro.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Fatalf("a client that asks for read-only transactions: %v", err)
+	}
+
+	fence(false)
+	r := <-connected
+	if r.err != nil {
+		t.Fatalf("the held session after the fence lifted: %v", r.err)
+	}
+	defer r.conn.Close(context.Background())
+	mustExec(t, ctx, r.conn, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)")
+	mustExec(t, ctx, r.conn, "INSERT INTO fenced_probe VALUES (1)")
+}

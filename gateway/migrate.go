@@ -1054,17 +1054,11 @@ func (s *session) attempt(target Target, prepare func(*backend)) (*backend, erro
 	if err != nil {
 		return nil, err
 	}
-	if be.params["in_hot_standby"] == "on" {
+	if err := s.notServing(be); err != nil {
+		// A fenced primary (its lease lapsed, the raft majority is gone)
+		// or a standby: wait for it to serve, or for a new primary.
 		be.conn.Close()
-		return nil, fmt.Errorf("%s (%s) is still a standby", target.Node, target.Addr)
-	}
-	if be.params["default_transaction_read_only"] == "on" && !s.asksReadOnly() {
-		// A primary fenced by its agent (its lease lapsed, the raft
-		// majority is gone) is read-only: moving the session there would
-		// answer every write with 25006. Wait for it to serve again, or
-		// for a new primary, as for a standby.
-		be.conn.Close()
-		return nil, fmt.Errorf("%s (%s) is fenced (read-only)", target.Node, target.Addr)
+		return nil, err
 	}
 	if prepare != nil {
 		prepare(be)

@@ -504,11 +504,61 @@ func (s *session) connectBackend(ctx context.Context) (*backend, error) {
 			}
 		}
 	}
-	t, err := g.waitPrimary(ctx)
-	if err != nil {
-		return nil, err
+	return s.connectPrimary(ctx)
+}
+
+// connectPrimary connects a new session to the primary, holding it (within
+// the hold timeout) while the primary is unknown, in doubt, or answers as
+// a standby or fenced. A fenced old primary must get no session: besides
+// answering writes with 25006, it may show reads a commit it never got
+// acknowledged by its synchronous standbys (the fence ends the sessions,
+// and a COMMIT waiting for its standby becomes visible locally when its
+// session ends), which the next primary does not have.
+func (s *session) connectPrimary(ctx context.Context) (*backend, error) {
+	g := s.g
+	start := time.Now()
+	retry := reattachRetryMin
+	for {
+		t, err := g.waitPrimary(ctx, start)
+		if err != nil {
+			return nil, err
+		}
+		be, err := g.dialBackend(ctx, t, s.params, s.auth)
+		if err != nil {
+			return nil, err
+		}
+		if err = s.notServing(be); err == nil {
+			return be, nil
+		}
+		be.conn.Close()
+		if g.cfg.HoldTimeout <= 0 || time.Since(start) >= g.cfg.HoldTimeout {
+			return nil, err
+		}
+		s.logger.Debug("holding a new session: the primary does not serve yet", "error", err)
+		tm := time.NewTimer(min(retry, g.cfg.HoldTimeout-time.Since(start)))
+		select {
+		case <-g.router.Changed():
+		case <-tm.C:
+		case <-ctx.Done():
+			tm.Stop()
+			return nil, ctx.Err()
+		}
+		tm.Stop()
+		retry = min(2*retry, reattachRetryMax)
 	}
-	return g.dialBackend(ctx, t, s.params, s.auth)
+}
+
+// notServing says why be, connected as a primary, must not take the
+// session: the server is still a standby, or a fenced primary (read-only
+// by default) while the client did not ask for read-only transactions.
+func (s *session) notServing(be *backend) error {
+	if be.params["in_hot_standby"] == "on" {
+		return fmt.Errorf("%s (%s) is still a standby", be.target.Node, be.target.Addr)
+	}
+	if be.params["default_transaction_read_only"] == "on" && !s.asksReadOnly() {
+		return fmt.Errorf("%s (%s) is fenced (read-only)", be.target.Node, be.target.Addr)
+	}
+	return nil
 }
 
 // leastLoaded returns the index of the target with the fewest sessions on
@@ -528,10 +578,10 @@ func (g *Gateway) leastLoaded(targets []Target) int {
 
 // waitPrimary returns the router's primary once its view is fresh, waiting
 // up to HoldTimeout.
-func (g *Gateway) waitPrimary(ctx context.Context) (Target, error) {
+func (g *Gateway) waitPrimary(ctx context.Context, since time.Time) (Target, error) {
 	var deadline <-chan time.Time
 	if g.cfg.HoldTimeout > 0 {
-		t := time.NewTimer(g.cfg.HoldTimeout)
+		t := time.NewTimer(max(0, g.cfg.HoldTimeout-time.Since(since)))
 		defer t.Stop()
 		deadline = t.C
 	}

@@ -2,12 +2,14 @@ package pgctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Peer is another node's PostgreSQL, as reached over the network.
@@ -132,6 +134,15 @@ func (i *Instance) Connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s: %w", i.cfg.SocketDir, err)
 	}
 	return conn, nil
+}
+
+// NotYetAccepting reports whether err is PostgreSQL refusing connections
+// for now (SQLSTATE 57P03): starting up, in crash recovery, shutting down,
+// or a standby that has not reached a consistent state. The server runs;
+// it just answers no query yet.
+func NotYetAccepting(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57P03" // cannot_connect_now
 }
 
 // ConnectPeer opens a connection to a peer's PostgreSQL as the agent's

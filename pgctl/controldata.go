@@ -45,6 +45,16 @@ func (c *ControlData) CleanShutdown() bool {
 	return c.State == StateShutDown || c.State == StateShutDownInRecovery
 }
 
+// ReplayedAtLeast is the position a standby has replayed at least (its
+// latest restartpoint) or, before it is consistent, must replay up to
+// (minRecoveryPoint), whichever is further, with its timeline.
+func (c *ControlData) ReplayedAtLeast() (uint32, LSN) {
+	if c.MinRecoveryEndLSN > c.CheckpointLSN {
+		return c.MinRecoveryEndTimeline, c.MinRecoveryEndLSN
+	}
+	return c.Timeline, c.CheckpointLSN
+}
+
 // ControlData runs pg_controldata on PGDATA. It works on a stopped cluster
 // (its main use) and on a running one (values may lag).
 func (i *Instance) ControlData(ctx context.Context) (*ControlData, error) {

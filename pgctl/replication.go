@@ -159,20 +159,60 @@ func (i *Instance) currentSetting(ctx context.Context, name string) (string, err
 // own (walsenders and background workers are left alone) and returns how
 // many it signalled. A fencing primary uses it after SetFenced so that no
 // session that began read-write can go on writing.
+//
+// Sessions whose COMMIT waits for a synchronous standby go last, once the
+// others have exited (or after terminateWait): ending such a session makes
+// its commit visible locally although no standby acknowledged it, and no
+// session still running may read it (the next primary may not have it).
 func (i *Instance) TerminateClientBackends(ctx context.Context) (int, error) {
-	var n int64
+	var n, waiting int64
 	err := i.withControl(ctx, func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+		if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND wait_event = 'SyncRep')
+FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND wait_event IS DISTINCT FROM 'SyncRep'`).Scan(&n, &waiting); err != nil {
+			return err
+		}
+		if waiting == 0 {
+			return nil
+		}
+		// Wait for the others to exit: those still running after the wait
+		// have been signalled and answer nothing more before they exit.
+		for deadline := time.Now().Add(terminateWait); time.Now().Before(deadline); {
+			var left int64
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+  AND pid <> pg_backend_pid() AND wait_event IS DISTINCT FROM 'SyncRep'`).Scan(&left); err != nil {
+				return err
+			}
+			if left == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+		var m int64
+		if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&m); err != nil {
+			return err
+		}
+		n += m
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("terminating client backends: %w", err)
 	}
 	if n > 0 {
-		i.log.Info("terminated client backends", "count", n)
+		i.log.Info("terminated client backends", "count", n, "waiting_for_standby", waiting)
 	}
 	return int(n), nil
 }
+
+// terminateWait bounds how long TerminateClientBackends waits for the other
+// sessions to exit before it ends those waiting for a synchronous standby.
+const terminateWait = 500 * time.Millisecond
 
 // ReplicationSlot is a row of pg_replication_slots (physical slots).
 type ReplicationSlot struct {

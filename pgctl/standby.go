@@ -137,6 +137,17 @@ func (i *Instance) Follow(ctx context.Context, primary Peer, opts FollowOptions)
 	}
 	conn, err := i.Connect(ctx)
 	if err != nil {
+		if NotYetAccepting(err) && i.IsStandbyConfigured() {
+			// A standby short of its consistent point answers no query,
+			// yet it is the one that most needs a new upstream: the WAL
+			// it waits for may exist only there. primary_conninfo is
+			// reloadable; the WAL receiver reconnects with it.
+			if err := i.writeFollow(primary, opts.Slot); err != nil {
+				return err
+			}
+			i.log.Info("re-pointing standby that is not consistent yet", "primary", primary.String(), "slot", opts.Slot)
+			return i.sighup()
+		}
 		return fmt.Errorf("following %s: %w", primary, err)
 	}
 	defer conn.Close(context.Background())

@@ -47,40 +47,12 @@ func parseTimelineHistory(s string) ([]HistoryEntry, error) {
 // behind it — pg_rewind is cheap when there turns out to be nothing to do.
 // The reason says why, for the agent's decision record.
 func (i *Instance) NeedsRewind(ctx context.Context, primary Peer) (bool, string, error) {
-	var (
-		localTLI   uint32
-		localLSN   LSN
-		wasStandby bool
-	)
-	if i.isRunning() {
-		st, err := i.Status(ctx)
-		if err != nil {
-			return false, "", err
-		}
-		localTLI, localLSN, wasStandby = st.Timeline, st.WALPosition(), st.Role == RoleStandby
-	} else {
-		cd, err := i.ControlData(ctx)
-		if err != nil {
-			return false, "", err
-		}
-		switch cd.State {
-		case StateShutDownInRecovery, StateInArchiveRecovery:
-			// A standby: it has replayed at least to minRecoveryPoint.
-			wasStandby = true
-			localTLI, localLSN = cd.Timeline, cd.CheckpointLSN
-			if cd.MinRecoveryEndLSN > localLSN {
-				localTLI, localLSN = cd.MinRecoveryEndTimeline, cd.MinRecoveryEndLSN
-			}
-			if cd.State == StateInArchiveRecovery {
-				// Crashed while in recovery: it may have received more
-				// than minRecoveryPoint says; pg_rewind will tell.
-				return true, "standby did not shut down cleanly; its end of WAL is unknown", nil
-			}
-		case StateShutDown:
-			localTLI, localLSN = cd.Timeline, cd.CheckpointLSN
-		default:
-			return true, fmt.Sprintf("data directory was not shut down cleanly (%s)", cd.State), nil
-		}
+	local, err := i.walPosition(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	if local.unclean != "" {
+		return true, local.unclean, nil
 	}
 
 	conn, err := i.ConnectPeer(ctx, primary)
@@ -107,38 +79,98 @@ func (i *Instance) NeedsRewind(ctx context.Context, primary Peer) (bool, string,
 	if err != nil {
 		return false, "", err
 	}
-
-	switch {
-	case localTLI == ptli:
-		if localLSN > pflush {
-			return true, fmt.Sprintf("on the primary's timeline %d but ahead of it (%s > %s)", ptli, localLSN, pflush), nil
+	var history []HistoryEntry
+	if local.tli < ptli {
+		var text string
+		err = conn.QueryRow(ctx, "SELECT convert_from(pg_read_binary_file($1), 'UTF8')",
+			fmt.Sprintf("pg_wal/%08X.history", ptli)).Scan(&text)
+		if err != nil {
+			return false, "", fmt.Errorf("reading %s's timeline history: %w", primary, err)
 		}
-		return false, fmt.Sprintf("on the primary's timeline %d at %s, primary at %s", ptli, localLSN, pflush), nil
-	case localTLI > ptli:
-		return true, fmt.Sprintf("local timeline %d is newer than the primary's %d", localTLI, ptli), nil
+		if history, err = parseTimelineHistory(text); err != nil {
+			return false, "", fmt.Errorf("%s's timeline %d history: %w", primary, ptli, err)
+		}
 	}
+	need, why := rewindVerdict(local, ptli, pflush, history)
+	return need, why, nil
+}
 
-	var history string
-	err = conn.QueryRow(ctx, "SELECT convert_from(pg_read_binary_file($1), 'UTF8')",
-		fmt.Sprintf("pg_wal/%08X.history", ptli)).Scan(&history)
-	if err != nil {
-		return false, "", fmt.Errorf("reading %s's timeline history: %w", primary, err)
+// localWAL is how far a data directory's WAL goes, as far as NeedsRewind
+// can tell without reading it.
+type localWAL struct {
+	tli uint32
+	lsn LSN
+	// standby: the position is what a standby replayed (or must replay),
+	// not the end of a primary's WAL.
+	standby bool
+	// unclean, when set, says why the end of WAL is unknown.
+	unclean string
+}
+
+// walPosition reads the local end of WAL: from the running server, from
+// the control file of one that runs but is not consistent yet (it answers
+// no query), or from the control file of a stopped one.
+func (i *Instance) walPosition(ctx context.Context) (localWAL, error) {
+	if i.isRunning() {
+		st, err := i.Status(ctx)
+		if err == nil {
+			return localWAL{tli: st.Timeline, lsn: st.WALPosition(), standby: st.Role == RoleStandby}, nil
+		}
+		if !NotYetAccepting(err) || !i.IsStandbyConfigured() {
+			return localWAL{}, err
+		}
+		// A standby short of its consistent point must replay up to
+		// minRecoveryPoint, on that point's timeline: WAL the primary
+		// has only if its history passes there.
+		cd, cerr := i.ControlData(ctx)
+		if cerr != nil {
+			return localWAL{}, fmt.Errorf("reading the control file of a standby that is not consistent yet: %w", cerr)
+		}
+		tli, lsn := cd.ReplayedAtLeast()
+		return localWAL{tli: tli, lsn: lsn, standby: true}, nil
 	}
-	entries, err := parseTimelineHistory(history)
+	cd, err := i.ControlData(ctx)
 	if err != nil {
-		return false, "", fmt.Errorf("%s's timeline %d history: %w", primary, ptli, err)
+		return localWAL{}, err
 	}
-	for _, e := range entries {
-		if e.Parent != localTLI {
+	switch cd.State {
+	case StateShutDownInRecovery:
+		tli, lsn := cd.ReplayedAtLeast()
+		return localWAL{tli: tli, lsn: lsn, standby: true}, nil
+	case StateInArchiveRecovery:
+		// Crashed while in recovery: it may have received more than
+		// minRecoveryPoint says; pg_rewind will tell.
+		return localWAL{unclean: "standby did not shut down cleanly; its end of WAL is unknown"}, nil
+	case StateShutDown:
+		return localWAL{tli: cd.Timeline, lsn: cd.CheckpointLSN}, nil
+	}
+	return localWAL{unclean: fmt.Sprintf("data directory was not shut down cleanly (%s)", cd.State)}, nil
+}
+
+// rewindVerdict decides NeedsRewind from the local end of WAL and the
+// primary's timeline ptli, flush position and history (needed only when
+// local is on an older timeline).
+func rewindVerdict(local localWAL, ptli uint32, pflush LSN, history []HistoryEntry) (bool, string) {
+	switch {
+	case local.tli == ptli:
+		if local.lsn > pflush {
+			return true, fmt.Sprintf("on the primary's timeline %d but ahead of it (%s > %s)", ptli, local.lsn, pflush)
+		}
+		return false, fmt.Sprintf("on the primary's timeline %d at %s, primary at %s", ptli, local.lsn, pflush)
+	case local.tli > ptli:
+		return true, fmt.Sprintf("local timeline %d is newer than the primary's %d", local.tli, ptli)
+	}
+	for _, e := range history {
+		if e.Parent != local.tli {
 			continue
 		}
-		if !wasStandby {
-			return true, fmt.Sprintf("former primary on timeline %d; the primary forked at %s", localTLI, e.SwitchPoint), nil
+		if !local.standby {
+			return true, fmt.Sprintf("former primary on timeline %d; the primary forked at %s", local.tli, e.SwitchPoint)
 		}
-		if localLSN > e.SwitchPoint {
-			return true, fmt.Sprintf("replayed to %s on timeline %d, past the fork at %s", localLSN, localTLI, e.SwitchPoint), nil
+		if local.lsn > e.SwitchPoint {
+			return true, fmt.Sprintf("replayed to %s on timeline %d, past the fork at %s", local.lsn, local.tli, e.SwitchPoint)
 		}
-		return false, fmt.Sprintf("at %s on timeline %d, before the fork at %s", localLSN, localTLI, e.SwitchPoint), nil
+		return false, fmt.Sprintf("at %s on timeline %d, before the fork at %s", local.lsn, local.tli, e.SwitchPoint)
 	}
-	return true, fmt.Sprintf("timeline %d is not in the primary's history", localTLI), nil
+	return true, fmt.Sprintf("timeline %d is not in the primary's history", local.tli)
 }
