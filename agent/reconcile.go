@@ -762,6 +762,13 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		if err := r.prepareOffice(ctx, st, act, status); err != nil {
 			return err
 		}
+		if inst.Fenced() || (status != nil && status.ReadOnly) {
+			// Fenced during its term (the lease lapsed) and serving
+			// again: see awaitSyncQuorum.
+			if err := r.awaitSyncQuorum(ctx, act.Epoch); err != nil {
+				return err
+			}
+		}
 		return r.liftFence(ctx, act, status)
 	case controller.ActFollow:
 		return r.follow(ctx, st, act, l)
@@ -1034,12 +1041,6 @@ type fenceReading struct {
 // liftFence lets PostgreSQL accept writes (default_transaction_read_only
 // off), if it does not already.
 func (r *reconciler) liftFence(ctx context.Context, act controller.Action, status *pgctl.Status) error {
-	if !r.instance().Fenced() && (status == nil || !status.ReadOnly) {
-		return nil
-	}
-	if err := r.awaitSyncQuorum(ctx, act.Epoch); err != nil {
-		return err
-	}
 	// Lifting and fencing exclude each other, and the reasons to lift are
 	// checked under the same lock: a lease that lapsed (the lease runner
 	// fences from its own goroutine) or a leaving agent since this step
@@ -1064,13 +1065,17 @@ func (r *reconciler) liftFence(ctx context.Context, act controller.Action, statu
 
 // awaitSyncQuorum waits until the synchronous standbys PostgreSQL waits for
 // (synchronous_standby_names) have flushed all of this primary's WAL, before
-// it serves. Its WAL may hold commits visible here that no standby has: a
-// COMMIT that waited for its standby when a fence ended its session is
-// committed locally all the same, and a newly promoted node may have
-// received commits its old primary never got acknowledged. A read served
-// here would see them, and lose them again if this node failed before its
-// standbys caught up; so it serves only once they have them (a write
-// would wait for the same standbys anyway).
+// a primary fenced during its term serves again. Its WAL may hold commits
+// visible here that no standby has: a COMMIT that waited for its standby
+// when the fence ended its session is committed locally all the same. A
+// read served here would see them, and lose them if the next failover
+// came before its standbys caught up; so it serves only once they have
+// them (a write would wait for the same standbys anyway).
+//
+// A newly promoted primary does not wait (it would add the standbys'
+// re-pointing to every failover): commits it received that its old
+// primary never got acknowledged are lost only if it fails too before
+// its standbys have them (docs/chaos.md, known gaps).
 func (r *reconciler) awaitSyncQuorum(ctx context.Context, epoch uint64) error {
 	inst := r.instance()
 	st, err := inst.Status(ctx)
