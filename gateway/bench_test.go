@@ -255,10 +255,7 @@ func startPgBouncer(t *testing.T, pg *pgServer, host string) *benchTarget {
 		return nil
 	}
 	ctx := context.Background()
-	admin, err := pg.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := pg.superConn(t, ctx)
 	var secret string
 	if err := admin.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'").Scan(&secret); err != nil {
 		t.Fatal(err)

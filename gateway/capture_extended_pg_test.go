@@ -591,10 +591,7 @@ func TestCommitResolutionLostBeforeAnswer(t *testing.T) {
 	primary, standby := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	super, err := primary.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	super := primary.superConn(t, ctx)
 	defer super.Close(context.Background())
 	makeStandbySynchronous(t, ctx, super)
 

@@ -79,10 +79,7 @@ func TestSwitchoverDrain(t *testing.T) {
 
 	// Nothing is in a transaction on the old primary any more: the agent
 	// would step down now.
-	super, err := primary.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	super := primary.superConn(t, ctx)
 	var inXact int
 	if err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 		WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid()`).Scan(&inXact); err != nil {
@@ -132,7 +129,7 @@ func TestSwitchoverDrain(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	_, err = idle.Exec(ctx, "SELECT pg_sleep(20)")
+	_, err := idle.Exec(ctx, "SELECT pg_sleep(20)")
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "57014" || time.Since(start) > 10*time.Second {
 		t.Fatalf("cancel after the move: %v after %s", err, time.Since(start))

@@ -89,10 +89,7 @@ func startPairWith(t *testing.T, standbyParams map[string]string) (primary, stan
 	if primary.pm, err = primary.inst.Start(ctx, pgctl.StartOptions{}); err != nil {
 		t.Fatalf("starting the primary: %v", err)
 	}
-	conn, err := primary.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatalf("connecting to the primary: %v", err)
-	}
+	conn := primary.superConn(t, ctx)
 	for _, q := range []string{
 		"SET password_encryption = 'scram-sha-256'",
 		"CREATE ROLE alice LOGIN PASSWORD '" + alicePassword + "'",
@@ -178,10 +175,7 @@ func wantCode(t *testing.T, what string, err error, code string) {
 // waitActive waits until n queries matching pattern run on the node.
 func waitActive(t *testing.T, ctx context.Context, n *pgNode, pattern string, want int) {
 	t.Helper()
-	conn, err := n.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := n.superConn(t, ctx)
 	defer conn.Close(context.Background())
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -578,10 +572,7 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	pg := startPostgres(t, testutil.Addr(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	super, err := pg.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	super := pg.superConn(t, ctx)
 	defer super.Close(context.Background())
 	fence := func(on bool) {
 		t.Helper()
@@ -614,7 +605,7 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 		t.Fatalf("a session was connected to a fenced primary (error %v)", r.err)
 	case <-time.After(time.Second):
 	}
-	_, err = pgx.Connect(ctx, short.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	_, err := pgx.Connect(ctx, short.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 	wantCode(t, "a new session to a fenced primary past the hold timeout", err, "57P03")
 	ro := connectPGX(t, dsn+" options='-c default_transaction_read_only=on'")
 	var n int

@@ -96,10 +96,7 @@ func startPostgres(t testing.TB, host string, settings ...string) *pgServer {
 	})
 
 	srv := &pgServer{addr: net.JoinHostPort(host, "5433"), host: host, dir: dir}
-	conn, err := srv.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL: %v", err)
-	}
+	conn := srv.superConn(t, ctx)
 	defer conn.Close(context.Background())
 	for _, q := range []string{
 		"SET password_encryption = 'scram-sha-256'",
@@ -113,6 +110,17 @@ func startPostgres(t testing.TB, host string, settings ...string) *pgServer {
 		}
 	}
 	return srv
+}
+
+// superConn connects to p directly as the superuser; the test fails if it
+// cannot. The caller closes the connection.
+func (p *pgServer) superConn(t testing.TB, ctx context.Context) *pgx.Conn {
+	t.Helper()
+	conn, err := p.connect(ctx, "postgres", superPassword, "postgres")
+	if err != nil {
+		t.Fatalf("connecting to PostgreSQL on %s as the superuser: %v", p.addr, err)
+	}
+	return conn
 }
 
 func (p *pgServer) connect(ctx context.Context, user, password, db string) (*pgx.Conn, error) {

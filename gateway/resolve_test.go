@@ -137,10 +137,7 @@ func (c *commitGate) wait(t *testing.T, n int) {
 // recordFence does before the primary takes writes.
 func fenceOf(t *testing.T, ctx context.Context, n *pgNode) uint64 {
 	t.Helper()
-	conn, err := n.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := n.superConn(t, ctx)
 	defer conn.Close(context.Background())
 	var fence uint64
 	deadline := time.Now().Add(30 * time.Second)
@@ -175,10 +172,7 @@ func TestCommitResolution(t *testing.T) {
 	primary, standby := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	super, err := primary.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	super := primary.superConn(t, ctx)
 	makeStandbySynchronous(t, ctx, super)
 	super.Close(ctx)
 
@@ -275,10 +269,7 @@ func TestCommitResolutionXidReuse(t *testing.T) {
 	primary, standby := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	super, err := primary.connect(ctx, "postgres", superPassword, "postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
+	super := primary.superConn(t, ctx)
 	defer super.Close(context.Background())
 	var walsender int
 	deadline := time.Now().Add(30 * time.Second)
