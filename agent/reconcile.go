@@ -762,7 +762,7 @@ func (r *reconciler) execute(ctx context.Context, st *fsm.State, act controller.
 		if err := r.prepareOffice(ctx, st, act, status); err != nil {
 			return err
 		}
-		if inst.Fenced() || (status != nil && status.ReadOnly) {
+		if r.fenced(status) {
 			// Fenced during its term (the lease lapsed) and serving
 			// again: see awaitSyncQuorum.
 			if err := r.awaitSyncQuorum(ctx, act.Epoch); err != nil {
@@ -1054,13 +1054,19 @@ func (r *reconciler) liftFence(ctx context.Context, act controller.Action, statu
 		return errors.New("not lifting the fence: the lease is not valid")
 	}
 	inst := r.instance()
-	if inst.Fenced() || (status != nil && status.ReadOnly) {
+	if r.fenced(status) {
 		if err := inst.SetFenced(ctx, false); err != nil {
 			return fmt.Errorf("lifting the fence: %w", err)
 		}
 		r.logger.Info("accepting writes", "epoch", act.Epoch)
 	}
 	return nil
+}
+
+// fenced reports whether PostgreSQL is read-only by default: fenced by
+// this agent, or, as status shows, by a setting left from before.
+func (r *reconciler) fenced(status *pgctl.Status) bool {
+	return r.instance().Fenced() || (status != nil && status.ReadOnly)
 }
 
 // awaitSyncQuorum waits until the synchronous standbys PostgreSQL waits for

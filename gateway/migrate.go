@@ -982,43 +982,58 @@ func (s *session) reattach(old *backend, rerun []byte) error {
 func (s *session) reattachWith(old *backend, rerun []byte, prepare func(*backend)) error {
 	g := s.g
 	start := time.Now()
+	waited := false
+	be, err := s.holdForPrimary(start, func(t Target) (*backend, error) { return s.attempt(t, prepare) }, func() {
+		// Counted once per move that has to wait for a primary.
+		waited = true
+		g.stats.held.Add(1)
+		g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
+	})
+	if waited {
+		g.noteHold(time.Since(start), s.l.labels)
+	}
+	if err != nil {
+		return err
+	}
+	s.install(old, be)
+	if len(rerun) > 0 {
+		be.w.Write(rerun)
+		be.w.Flush()
+	}
+	g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "migrate_ms"}, float32(time.Since(start))/1e6, s.l.labels)
+	s.logger.Debug("session moved", "from", old.target.Node, "to", be.target.Node, "epoch", be.target.Epoch,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// holdForPrimary opens a back end with dial on the router's fresh primary,
+// waiting for one up to HoldTimeout from start and retrying while dial
+// fails for "not yet" reasons: unreachable, refusing connections for now,
+// fenced or still a standby (notServing). A replay the new primary refused,
+// or another answer of the server, ends it at once. onWait runs when it
+// first has to wait.
+func (s *session) holdForPrimary(start time.Time, dial func(Target) (*backend, error), onWait func()) (*backend, error) {
+	g := s.g
 	deadline := start.Add(g.cfg.HoldTimeout)
 	retry := reattachRetryMin
 	var lastErr error
-	waited := false
-	defer func() {
-		if waited {
-			g.noteHold(time.Since(start), s.l.labels)
-		}
-	}()
 	for attempt := 0; ; attempt++ {
-		if attempt == 1 {
-			// Counted once per move that has to wait for a primary.
-			waited = true
-			g.stats.held.Add(1)
-			g.cfg.Metrics.IncrCounterWithLabels([]string{"gateway", "sessions_held"}, 1, s.l.labels)
+		if attempt == 1 && onWait != nil {
+			onWait()
 		}
 		v := g.currentView()
 		if v.writable() {
-			be, err := s.attempt(v.target, prepare)
+			be, err := dial(v.target)
 			if err == nil {
-				s.install(old, be)
-				if len(rerun) > 0 {
-					be.w.Write(rerun)
-					be.w.Flush()
-				}
-				g.cfg.Metrics.AddSampleWithLabels([]string{"gateway", "migrate_ms"}, float32(time.Since(start))/1e6, s.l.labels)
-				s.logger.Debug("session moved", "from", old.target.Node, "to", be.target.Node, "epoch", be.target.Epoch,
-					"took", time.Since(start).Round(time.Millisecond))
-				return nil
+				return be, nil
 			}
 			var rerr *replayError
 			if errors.As(err, &rerr) {
-				return err
+				return nil, err
 			}
 			var berr *backendError
 			if errors.As(err, &berr) && !retryableStartupError(berr.msg.Code) {
-				return err
+				return nil, err
 			}
 			lastErr = err
 		}
@@ -1027,7 +1042,7 @@ func (s *session) reattachWith(old *backend, rerun []byte, prepare func(*backend
 			if lastErr == nil {
 				lastErr = errors.New("no writable primary is known")
 			}
-			return fmt.Errorf("within the hold timeout of %s: %w", g.cfg.HoldTimeout, lastErr)
+			return nil, fmt.Errorf("within the hold timeout of %s: %w", g.cfg.HoldTimeout, lastErr)
 		}
 		t := time.NewTimer(min(wait, retry))
 		select {
@@ -1035,7 +1050,7 @@ func (s *session) reattachWith(old *backend, rerun []byte, prepare func(*backend
 		case <-t.C:
 		case <-g.ctx.Done():
 			t.Stop()
-			return g.ctx.Err()
+			return nil, g.ctx.Err()
 		}
 		t.Stop()
 		retry = min(2*retry, reattachRetryMax)

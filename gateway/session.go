@@ -515,37 +515,17 @@ func (s *session) connectBackend(ctx context.Context) (*backend, error) {
 // and a COMMIT waiting for its standby becomes visible locally when its
 // session ends), which the next primary does not have.
 func (s *session) connectPrimary(ctx context.Context) (*backend, error) {
-	g := s.g
-	start := time.Now()
-	retry := reattachRetryMin
-	for {
-		t, err := g.waitPrimary(ctx, start)
+	return s.holdForPrimary(time.Now(), func(t Target) (*backend, error) {
+		be, err := s.g.dialBackend(ctx, t, s.params, s.auth)
 		if err != nil {
 			return nil, err
 		}
-		be, err := g.dialBackend(ctx, t, s.params, s.auth)
-		if err != nil {
+		if err := s.notServing(be); err != nil {
+			be.conn.Close()
 			return nil, err
 		}
-		if err = s.notServing(be); err == nil {
-			return be, nil
-		}
-		be.conn.Close()
-		if g.cfg.HoldTimeout <= 0 || time.Since(start) >= g.cfg.HoldTimeout {
-			return nil, err
-		}
-		s.logger.Debug("holding a new session: the primary does not serve yet", "error", err)
-		tm := time.NewTimer(min(retry, g.cfg.HoldTimeout-time.Since(start)))
-		select {
-		case <-g.router.Changed():
-		case <-tm.C:
-		case <-ctx.Done():
-			tm.Stop()
-			return nil, ctx.Err()
-		}
-		tm.Stop()
-		retry = min(2*retry, reattachRetryMax)
-	}
+		return be, nil
+	}, nil)
 }
 
 // notServing says why be, connected as a primary, must not take the
@@ -574,33 +554,6 @@ func (g *Gateway) leastLoaded(targets []Target) int {
 		}
 	}
 	return best
-}
-
-// waitPrimary returns the router's primary once its view is fresh, waiting
-// up to HoldTimeout.
-func (g *Gateway) waitPrimary(ctx context.Context, since time.Time) (Target, error) {
-	var deadline <-chan time.Time
-	if g.cfg.HoldTimeout > 0 {
-		t := time.NewTimer(max(0, g.cfg.HoldTimeout-time.Since(since)))
-		defer t.Stop()
-		deadline = t.C
-	}
-	for {
-		changed := g.router.Changed()
-		if t, fresh := g.router.Primary(); fresh && t.Addr != "" {
-			return t, nil
-		}
-		if deadline == nil {
-			return Target{}, errors.New("no writable primary is known")
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			return Target{}, fmt.Errorf("no writable primary became available within %s", g.cfg.HoldTimeout)
-		case <-ctx.Done():
-			return Target{}, ctx.Err()
-		}
-	}
 }
 
 // cancelBackend cancels what the session's current back end is running.
