@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -25,6 +26,22 @@ import (
 type socketIO struct {
 	rc   syscall.RawConn
 	conn net.Conn // for error messages
+
+	// The callbacks RawConn runs are made once: a closure made per call
+	// escapes through the RawConn interface, and its captured variables
+	// with it, a handful of allocations per request. Their arguments and
+	// results go through these fields, one read and one write at a time.
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // newSocketIO returns raw-syscall I/O for conn if it is a plain TCP
@@ -38,7 +55,9 @@ func newSocketIO(conn net.Conn) io.ReadWriter {
 	if err != nil {
 		return conn
 	}
-	return &socketIO{rc: rc, conn: conn}
+	s := &socketIO{rc: rc, conn: conn}
+	s.readFn, s.writeFn = s.readOnce, s.writeSome
+	return s
 }
 
 // withSocketIO returns conn with its Read and Write through socketIO when it
@@ -62,21 +81,12 @@ func (s *socketIO) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, e := sysRead(fd, b)
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait in the netpoller
-			}
-			n, errno = r, e
-			return true
-		}
-	})
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.rbuf, s.rn, s.rerrno = b, 0, 0
+	err := s.rc.Read(s.readFn)
+	n, errno := s.rn, s.rerrno
+	s.rbuf = nil // the caller's buffer is not ours to keep
 	switch {
 	case err != nil:
 		return 0, err // deadline, closed: already a *net.OpError
@@ -88,25 +98,29 @@ func (s *socketIO) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-func (s *socketIO) Write(b []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			r, e := sysWrite(fd, b[written:])
-			switch e {
-			case 0:
-				written += r
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // wait in the netpoller
-			default:
-				errno = e
-				return true
-			}
+// readOnce is Read's RawConn callback: false asks RawConn to wait in the
+// netpoller and call again.
+func (s *socketIO) readOnce(fd uintptr) bool {
+	for {
+		r, e := sysRead(fd, s.rbuf)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
+		s.rn, s.rerrno = r, e
 		return true
-	})
+	}
+}
+
+func (s *socketIO) Write(b []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf, s.wn, s.werrno = b, 0, 0
+	err := s.rc.Write(s.writeFn)
+	written, errno := s.wn, s.werrno
+	s.wbuf = nil
 	switch {
 	case err != nil:
 		return written, err
@@ -114,6 +128,26 @@ func (s *socketIO) Write(b []byte) (int, error) {
 		return written, s.opError("write", os.NewSyscallError("write", errno))
 	}
 	return written, nil
+}
+
+// writeSome is Write's RawConn callback: it writes until all is written
+// (true), an error (true, werrno set) or a full socket buffer (false: wait
+// in the netpoller and call again).
+func (s *socketIO) writeSome(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		r, e := sysWrite(fd, s.wbuf[s.wn:])
+		switch e {
+		case 0:
+			s.wn += r
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 func (s *socketIO) opError(op string, err error) error {

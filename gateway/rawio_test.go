@@ -179,3 +179,29 @@ func TestSocketIOEndsLikeNetConn(t *testing.T) {
 		}
 	})
 }
+
+// TestSocketIODoesNotAllocate: a read and a write on the forwarding path
+// allocate nothing (the RawConn callbacks are made once per socket).
+func TestSocketIODoesNotAllocate(t *testing.T) {
+	c, s := tcpPair(t)
+	cio, sio := newSocketIO(c), newSocketIO(s)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	s.SetDeadline(time.Now().Add(30 * time.Second))
+	msg := []byte("Q\x00\x00\x00\x0dSELECT 1;\x00")
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := cio.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msg); {
+			n, err := sio.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a write and a read allocate %.1f times, want 0", allocs)
+	}
+}
