@@ -574,15 +574,7 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	defer cancel()
 	super := pg.superConn(t, ctx)
 	defer super.Close(context.Background())
-	fence := func(on bool) {
-		t.Helper()
-		q := "ALTER SYSTEM RESET default_transaction_read_only"
-		if on {
-			q = "ALTER SYSTEM SET default_transaction_read_only = on"
-		}
-		mustExec(t, ctx, super, q)
-		mustExec(t, ctx, super, "SELECT pg_reload_conf()")
-	}
+	fence := func(on bool) { t.Helper(); setFence(t, ctx, super, on) }
 	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
 	short := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 300 * time.Millisecond })
 	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
@@ -621,4 +613,113 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	defer r.conn.Close(context.Background())
 	mustExec(t, ctx, r.conn, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)")
 	mustExec(t, ctx, r.conn, "INSERT INTO fenced_probe VALUES (1)")
+}
+
+// setFence turns the server read-only by default, and back, as the agent's
+// fence does (pgctl: ALTER SYSTEM, then a reload).
+func setFence(t *testing.T, ctx context.Context, super *pgx.Conn, on bool) {
+	t.Helper()
+	q := "ALTER SYSTEM RESET default_transaction_read_only"
+	if on {
+		q = "ALTER SYSTEM SET default_transaction_read_only = on"
+	}
+	mustExec(t, ctx, super, q)
+	mustExec(t, ctx, super, "SELECT pg_reload_conf()")
+	// The postmaster signals every back end at once; when super's own
+	// sees the new value, the others have their signal too.
+	want := map[bool]string{true: "on", false: "off"}[on]
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var got string
+		if err := super.QueryRow(ctx, "SHOW default_transaction_read_only").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("default_transaction_read_only still %s 10s after the reload", got)
+		}
+	}
+}
+
+// TestWriteRefusedByFenceIsRerun: a primary that loses its lease turns
+// read-only (the fence) a moment before it ends its sessions, and a write
+// arriving in between is refused with 25006 (TestChaos_FlappingPartitions
+// saw bursts of them). The gateway keeps such a refusal of a lone simple
+// Query outside a transaction block from the client, holds the request
+// until a primary serves writes, and sends it again: it takes effect
+// exactly once and the client sees no error. A client that made its own
+// session read-only still gets 25006 at once.
+func TestWriteRefusedByFenceIsRerun(t *testing.T) {
+	t.Parallel()
+	pg := startPostgres(t, testutil.Addr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	super := pg.superConn(t, ctx)
+	defer super.Close(context.Background())
+	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	simple := func() *pgx.Conn {
+		t.Helper()
+		cfg, err := pgx.ParseConfig(g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		return conn
+	}
+	writer, ownReadOnly := simple(), simple()
+	mustExec(t, ctx, writer, "CREATE TABLE fence_rerun (x int)")
+	mustExec(t, ctx, writer, "INSERT INTO fence_rerun VALUES (1)")
+	mustExec(t, ctx, ownReadOnly, "SET default_transaction_read_only = on")
+	before := g.MigrationStats()
+
+	setFence(t, ctx, super, true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := writer.Exec(ctx, "INSERT INTO fence_rerun VALUES (2)")
+		done <- err
+	}()
+	_, err := ownReadOnly.Exec(ctx, "INSERT INTO fence_rerun VALUES (3)")
+	wantCode(t, "a write in a session the client made read-only", err, "25006")
+	select {
+	case err := <-done:
+		t.Fatalf("a write on the fenced primary was answered (%v), want it held", err)
+	case <-time.After(time.Second):
+	}
+	setFence(t, ctx, super, false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the held write after the fence lifted: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the held write was never answered")
+	}
+	mustExec(t, ctx, writer, "INSERT INTO fence_rerun VALUES (4)")
+	var rows []int32
+	r, err := writer.Query(ctx, "SELECT x FROM fence_rerun ORDER BY x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		var x int32
+		if err := r.Scan(&x); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, x)
+	}
+	if r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	if fmt.Sprint(rows) != "[1 2 4]" {
+		t.Errorf("rows %v, want [1 2 4]: the refused write once, the read-only session's not at all", rows)
+	}
+	if d := g.MigrationStats().sub(before); d.Rerun != 1 || d.Unknown != 0 || d.Aborted != 0 {
+		t.Errorf("migration counters %+v, want exactly one re-run and no error", d)
+	}
 }

@@ -119,7 +119,7 @@ func (s *session) runBackend(be *backend) (next int, rerun bool) {
 			return nextMove, false
 		}
 		be.conn.Close()
-		if serr != nil && !isDisconnect(serr) && !errors.Is(serr, os.ErrDeadlineExceeded) && !errors.Is(serr, errBackendShutdown) {
+		if serr != nil && !isDisconnect(serr) && !errors.Is(serr, os.ErrDeadlineExceeded) && !errors.Is(serr, errBackendShutdown) && !errors.Is(serr, errFenceRefusal) {
 			s.logger.Debug("back end lost", "error", serr)
 		}
 		return nextLost, s.recOK
@@ -453,6 +453,14 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 				s.sinceReady--
 				w.Flush()
 				return false, errBackendShutdown
+			}
+			if typ == 'E' && movable && s.hidesFenceRejection(msg[5:]) {
+				// A fenced primary refused a write that did nothing:
+				// recoverLost sends it again once a primary serves writes.
+				s.fenceRefusal = append(s.fenceRefusal[:0], msg...)
+				s.sinceReady--
+				w.Flush()
+				return false, errFenceRefusal
 			}
 			if s.track.capturing.Load() {
 				swallow, asNotice := s.track.captured(typ, msg[5:])

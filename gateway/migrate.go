@@ -41,6 +41,7 @@ var (
 	errLost            = errors.New("back end lost")
 	errHoldTimeout     = errors.New("hold timeout")
 	errBackendShutdown = errors.New("back end is shutting down")
+	errFenceRefusal    = errors.New("back end refused a write: read-only (fenced)")
 )
 
 // Interrupt reasons, set on the session by other goroutines.
@@ -80,7 +81,8 @@ type MigrationStats struct {
 	// PinnedClosed counts sessions closed with 57P01 because they could
 	// not be moved.
 	PinnedClosed int64
-	// Rerun counts read-only requests sent again on the new primary.
+	// Rerun counts requests sent again on the new primary: read-only ones
+	// cut by a lost back end, and writes a fenced primary refused.
 	Rerun int64
 	// Aborted (40001) and Unknown (40003) count the errors given for work
 	// in flight on a lost back end, COMMITs excepted.
@@ -562,12 +564,21 @@ func lastRequest(rec []byte) []byte {
 // could also be an administrator's pg_terminate_backend (which PostgreSQL
 // words exactly like a fast shutdown).
 func isShutdownFatal(body []byte) (shutdown, maybeTerminate bool) {
-	var severity, code, msg []byte
+	severity, code, msg := errorFields(body)
+	fatal := string(severity) == "FATAL" || string(severity) == "PANIC"
+	shutdown = fatal && (string(code) == codeAdminShutdown || string(code) == codeCrashShutdown)
+	return shutdown, shutdown && string(msg) == "terminating connection due to administrator command"
+}
+
+// errorFields returns the unlocalized severity (the localized one if the
+// server sends no other), the SQLSTATE and the message of an ErrorResponse
+// body; nil for what it does not have or a malformed body.
+func errorFields(body []byte) (severity, code, msg []byte) {
 	for len(body) > 0 && body[0] != 0 {
 		field := body[0]
 		v, rest, ok := cutCStringBytes(body[1:])
 		if !ok {
-			return false, false
+			return nil, nil, nil
 		}
 		switch field {
 		case 'V':
@@ -583,9 +594,7 @@ func isShutdownFatal(body []byte) (shutdown, maybeTerminate bool) {
 		}
 		body = rest
 	}
-	fatal := string(severity) == "FATAL" || string(severity) == "PANIC"
-	shutdown = fatal && (string(code) == codeAdminShutdown || string(code) == codeCrashShutdown)
-	return shutdown, shutdown && string(msg) == "terminating connection due to administrator command"
+	return severity, code, msg
 }
 
 // hidesShutdown decides whether a back end's shutdown FATAL is kept from
@@ -603,6 +612,34 @@ func (s *session) hidesShutdown(be *backend, body []byte) bool {
 	}
 	v := s.g.currentView()
 	return v == nil || !v.writable() || v.target.Epoch != be.target.Epoch
+}
+
+// hidesFenceRejection decides whether a write refused with 25006 (read-only
+// transaction) is kept from the client, to be held and sent again to a
+// primary that serves writes (recoverLost). A primary that loses its lease
+// turns read-only before it ends its sessions (the fence), and a write that
+// arrives in between is refused although nothing about it was wrong. Only
+// when the refusal can be the fence's and the request can be re-run whole:
+//   - the client did not ask for read-only transactions (startup options,
+//     or a SET the server reported: default_transaction_read_only is
+//     GUC_REPORT since PostgreSQL 14), so the server turned read-only
+//     under it;
+//   - it is the first message of the answer to a lone simple Query outside
+//     a transaction block: the statement had no effect (PostgreSQL checks
+//     for a read-only transaction before it writes), its implicit
+//     transaction is aborted, and nothing of it reached the client.
+//
+// The extended protocol is not covered: its ParseComplete and BindComplete
+// were forwarded before the refusal.
+func (s *session) hidesFenceRejection(body []byte) bool {
+	if s.sinceReady != 1 || s.asksReadOnly() {
+		return false
+	}
+	severity, code, _ := errorFields(body)
+	if string(code) != codeReadOnlySQLTransaction || string(severity) != "ERROR" {
+		return false
+	}
+	return s.track.refusedByServerReadOnly()
 }
 
 // --- moving ---
@@ -642,6 +679,12 @@ func (s *session) moveIdle(old *backend) bool {
 // §6 says, and moves the session when it can be moved. rerun reports that
 // the request in flight was recorded whole.
 func (s *session) recoverLost(old *backend, rerun bool) bool {
+	refused, refusal := len(s.fenceRefusal) > 0, ""
+	if refused {
+		_, _, m := errorFields(s.fenceRefusal[5:])
+		refusal = string(m)
+		s.fenceRefusal = s.fenceRefusal[:0]
+	}
 	if s.l.readOnly {
 		writeMessages(s.cw, errorMessage("FATAL", codeConnectionFailure,
 			fmt.Sprintf("the pgbattery gateway lost its connection to PostgreSQL on %s", old.target.Node)))
@@ -708,8 +751,10 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 		code, msg = codeSerializationFailure,
 			"the primary was lost during the transaction, which was rolled back; retry it (pgbattery failover)"
 		g.stats.aborted.Add(1)
-	case w.readOnly && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0 && lastRequest(s.recorded()) != nil:
+	case (w.readOnly || refused) && rerun && w.requests == 1 && !w.partial && s.sinceReady == 0 && lastRequest(s.recorded()) != nil:
 		// Nothing of the answer reached the client: ask the new primary.
+		// A write a fenced primary refused did nothing either: it waits
+		// (holdForPrimary) for a primary that serves writes.
 		req := append([]byte(nil), lastRequest(s.recorded())...)
 		if err := s.reattach(old, req); err != nil {
 			s.reattachFailed(err)
@@ -717,6 +762,10 @@ func (s *session) recoverLost(old *backend, rerun bool) bool {
 		}
 		g.stats.rerun.Add(1)
 		return true
+	case refused:
+		// Not re-runnable after all (a request too large to keep, or one
+		// pipelined behind it): the client gets the refusal.
+		code, msg = codeReadOnlySQLTransaction, refusal
 	case w.readOnly:
 		code, msg = codeSerializationFailure,
 			"the primary was lost while the statement was running; retry it (pgbattery failover)"

@@ -88,6 +88,9 @@ type session struct {
 	// sinceReady counts back-end messages forwarded since the last
 	// ReadyForQuery (serverToClient only; read after it stopped).
 	sinceReady int
+	// fenceRefusal is the 25006 ErrorResponse serverToClient kept from the
+	// client (hidesFenceRejection), for recoverLost; empty otherwise.
+	fenceRefusal []byte
 }
 
 // handleConn runs one client connection from accept to close.

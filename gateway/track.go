@@ -463,6 +463,20 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 	clear(t.portals)
 }
 
+// refusedByServerReadOnly reports whether a read-only refusal now answering
+// the request in flight can only be the server's doing (see
+// session.hidesFenceRejection): one simple Query outside a transaction
+// block, in a session the server last reported as not read-only.
+func (t *tracker) refusedByServerReadOnly() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lost || t.txStatus != 'I' || t.inFlight != 1 || t.reported["default_transaction_read_only"] != "off" {
+		return false
+	}
+	e := t.front()
+	return e != nil && e.kind == expStmt
+}
+
 // --- client → server ---
 
 // query records a simple Query. sql may alias a reused buffer: whatever is

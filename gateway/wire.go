@@ -24,6 +24,7 @@ const (
 	codeStatementCompletionUnknown   = "40003"
 	codeTransactionResolutionUnknown = "08007"
 	codeInFailedTransaction          = "25P02"
+	codeReadOnlySQLTransaction       = "25006"
 )
 
 // errorMessage builds an ErrorResponse.
