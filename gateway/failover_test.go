@@ -645,11 +645,13 @@ func setFence(t *testing.T, ctx context.Context, super *pgx.Conn, on bool) {
 // TestWriteRefusedByFenceIsRerun: a primary that loses its lease turns
 // read-only (the fence) a moment before it ends its sessions, and a write
 // arriving in between is refused with 25006 (TestChaos_FlappingPartitions
-// saw bursts of them). The gateway keeps such a refusal of a lone simple
-// Query outside a transaction block from the client, holds the request
-// until a primary serves writes, and sends it again: it takes effect
-// exactly once and the client sees no error. A client that made its own
-// session read-only still gets 25006 at once.
+// saw bursts of them). The gateway keeps such a refusal of a request
+// outside a transaction block from the client, holds the request until a
+// primary serves writes, and sends it again: it takes effect exactly once
+// and the client sees no error, in the simple protocol and in the extended
+// one (a statement prepared before, and an unnamed one parsed with the
+// request). A client that made its own session read-only still gets 25006
+// at once, and so does a write in a transaction block.
 func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	t.Parallel()
 	pg := startPostgres(t, testutil.Addr(t))
@@ -658,13 +660,13 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	super := pg.superConn(t, ctx)
 	defer super.Close(context.Background())
 	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
-	simple := func() *pgx.Conn {
+	connect := func(mode pgx.QueryExecMode) *pgx.Conn {
 		t.Helper()
 		cfg, err := pgx.ParseConfig(g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		cfg.DefaultQueryExecMode = mode
 		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -672,54 +674,64 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 		t.Cleanup(func() { conn.Close(context.Background()) })
 		return conn
 	}
-	writer, ownReadOnly := simple(), simple()
-	mustExec(t, ctx, writer, "CREATE TABLE fence_rerun (x int)")
-	mustExec(t, ctx, writer, "INSERT INTO fence_rerun VALUES (1)")
+	writers := map[int32]*pgx.Conn{
+		2: connect(pgx.QueryExecModeSimpleProtocol),
+		3: connect(pgx.QueryExecModeCacheStatement),
+		4: connect(pgx.QueryExecModeExec),
+	}
+	ownReadOnly, inBlock := connect(pgx.QueryExecModeSimpleProtocol), connect(pgx.QueryExecModeSimpleProtocol)
+	mustExec(t, ctx, ownReadOnly, "CREATE TABLE fence_rerun (x int)")
+	for x, conn := range writers {
+		if _, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", -x); err != nil {
+			t.Fatalf("insert before the fence: %v", err)
+		}
+	}
 	mustExec(t, ctx, ownReadOnly, "SET default_transaction_read_only = on")
 	before := g.MigrationStats()
 
 	setFence(t, ctx, super, true)
-	done := make(chan error, 1)
-	go func() {
-		_, err := writer.Exec(ctx, "INSERT INTO fence_rerun VALUES (2)")
-		done <- err
-	}()
-	_, err := ownReadOnly.Exec(ctx, "INSERT INTO fence_rerun VALUES (3)")
+	done := make(chan error, len(writers))
+	for x, conn := range writers {
+		go func() {
+			_, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", x)
+			done <- err
+		}()
+	}
+	_, err := ownReadOnly.Exec(ctx, "INSERT INTO fence_rerun VALUES (100)")
 	wantCode(t, "a write in a session the client made read-only", err, "25006")
+	mustExec(t, ctx, inBlock, "BEGIN")
+	_, err = inBlock.Exec(ctx, "INSERT INTO fence_rerun VALUES (101)")
+	wantCode(t, "a write in a transaction block", err, "25006")
+	mustExec(t, ctx, inBlock, "ROLLBACK")
 	select {
 	case err := <-done:
 		t.Fatalf("a write on the fenced primary was answered (%v), want it held", err)
 	case <-time.After(time.Second):
 	}
 	setFence(t, ctx, super, false)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the held write after the fence lifted: %v", err)
+	for range writers {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a held write after the fence lifted: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("a held write was never answered")
 		}
-	case <-ctx.Done():
-		t.Fatal("the held write was never answered")
 	}
-	mustExec(t, ctx, writer, "INSERT INTO fence_rerun VALUES (4)")
-	var rows []int32
-	r, err := writer.Query(ctx, "SELECT x FROM fence_rerun ORDER BY x")
-	if err != nil {
+	for x, conn := range writers {
+		if _, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", 10*x); err != nil {
+			t.Fatalf("the session after the re-run: %v", err)
+		}
+	}
+	var rows string
+	if err := ownReadOnly.QueryRow(ctx, "SELECT string_agg(x::text, ' ' ORDER BY x) FROM fence_rerun").Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	for r.Next() {
-		var x int32
-		if err := r.Scan(&x); err != nil {
-			t.Fatal(err)
-		}
-		rows = append(rows, x)
+	if want := "-4 -3 -2 2 3 4 20 30 40"; rows != want {
+		t.Errorf("rows %q, want %q: each refused write once, the read-only session's and the block's not at all", rows, want)
 	}
-	if r.Err() != nil {
-		t.Fatal(r.Err())
-	}
-	if fmt.Sprint(rows) != "[1 2 4]" {
-		t.Errorf("rows %v, want [1 2 4]: the refused write once, the read-only session's not at all", rows)
-	}
-	if d := g.MigrationStats().sub(before); d.Rerun != 1 || d.Unknown != 0 || d.Aborted != 0 {
-		t.Errorf("migration counters %+v, want exactly one re-run and no error", d)
+	if d := g.MigrationStats().sub(before); d.Rerun != int64(len(writers)) || d.Unknown != 0 || d.Aborted != 0 {
+		t.Errorf("migration counters %+v, want %d re-runs and no error", d, len(writers))
 	}
 }

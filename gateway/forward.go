@@ -14,6 +14,11 @@ import (
 // Config.MaxMessageSize.
 var errMessageTooLarge = errors.New("message too large")
 
+// maxHeldPrelude caps the start of an answer serverToClient keeps back
+// while a fence's refusal may follow (ParseComplete, BindComplete and
+// descriptions: a RowDescription of a hundred columns fits).
+const maxHeldPrelude = 8 << 10
+
 // maxTrackedServerMessage caps back-end messages the tracker decodes
 // (ErrorResponse, CommandComplete, ...); bigger ones are passed through and
 // the session is marked untrackable.
@@ -393,8 +398,34 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 	bytesOut := &s.l.bytesOut
 	movable := !s.l.readOnly
 	var scratch []byte
+	// The start of an answer kept back while a fence's refusal may follow
+	// (hidesFenceRejection): heldN whole messages in s.held, neither
+	// forwarded nor tracked yet.
+	s.held = s.held[:0]
+	heldN, holding := 0, false
+	release := func() error {
+		for b := s.held; len(b) >= 5; {
+			end := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+			if b[0] == '1' || b[0] == '2' {
+				s.track.server(b[0], b[5:end])
+			}
+			b = b[end:]
+		}
+		s.sinceReady += heldN
+		_, err := w.Write(s.held)
+		s.held, heldN = s.held[:0], 0
+		return err
+	}
 	s.sinceReady = 0
 	for {
+		if heldN > 0 && r.Buffered() < 5 {
+			// About to wait for the server: what was kept back goes out
+			// first (the client may be waiting for it, after a Flush).
+			holding = false
+			if err := release(); err != nil {
+				return true, err
+			}
+		}
 		hdr, err := fill(r, w, 5)
 		if err != nil {
 			if ferr := w.Flush(); ferr != nil {
@@ -411,6 +442,31 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 		total := 1 + n
 		bytesOut.Add(int64(total))
 		s.sinceReady++
+		if s.sinceReady == 1 && heldN == 0 {
+			// An answer starts.
+			holding = movable && !s.track.capturing.Load() && s.track.refusableByFence()
+		}
+		if holding {
+			switch typ {
+			case '1', '2', 'n', 't', 'T':
+				if len(s.held)+total <= maxHeldPrelude {
+					msg, err := readMessage(r, w, total, &scratch)
+					if err != nil {
+						return false, err
+					}
+					s.held = append(s.held, msg...)
+					heldN++
+					s.sinceReady--
+					continue
+				}
+			}
+			holding = false
+		}
+		if heldN > 0 && (typ != 'E' || total > maxTrackedServerMessage) {
+			if err := release(); err != nil {
+				return true, err
+			}
+		}
 		switch typ {
 		case 'T', 'D':
 			if !s.track.capturing.Load() || total > maxTrackedServerMessage {
@@ -461,6 +517,11 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 				s.sinceReady--
 				w.Flush()
 				return false, errFenceRefusal
+			}
+			if heldN > 0 {
+				if err := release(); err != nil {
+					return true, err
+				}
 			}
 			if s.track.capturing.Load() {
 				swallow, asNotice := s.track.captured(typ, msg[5:])

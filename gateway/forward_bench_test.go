@@ -55,6 +55,29 @@ func BenchmarkForwardExtendedAgentMetrics(b *testing.B) {
 	}
 }
 
+// BenchmarkForwardExtendedWrite is an autocommit -M extended INSERT and its
+// answer at a time: the answer's start (ParseComplete, BindComplete) is
+// kept back until its CommandComplete shows no fence refused it
+// (hidesFenceRejection).
+func BenchmarkForwardExtendedWrite(b *testing.B) {
+	req := bytes.Join([][]byte{
+		msg('P', cstr(""), cstr("INSERT INTO pgbench_history (tid, bid, aid, delta) VALUES ($1, 1, 1, 1)"), []byte{0, 0}),
+		msg('B', cstr(""), cstr(""), []byte{0, 0, 0, 1, 0, 0, 0, 1}, []byte("7"), []byte{0, 0}),
+		msg('E', cstr(""), []byte{0, 0, 0, 0}), msg('S'),
+	}, nil)
+	resp := bytes.Join([][]byte{
+		msg('1'), msg('2'), msg('C', cstr("INSERT 0 1")), msg('Z', []byte{'I'}),
+	}, nil)
+	s, be, _ := newHarness(nil, 1<<20)
+	s.track.reported["default_transaction_read_only"] = "off"
+	reqR, respR := bytes.NewReader(req), bytes.NewReader(resp)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		forwardOnce(s, be, reqR, respR, req, resp)
+	}
+}
+
 // BenchmarkForwardLargeQuery is one simple Query larger than the read
 // buffer and its answer at a time: what recording a request for a re-run
 // (record, migrate.go) costs when the request does not fit the read

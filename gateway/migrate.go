@@ -624,13 +624,16 @@ func (s *session) hidesShutdown(be *backend, body []byte) bool {
 //     or a SET the server reported: default_transaction_read_only is
 //     GUC_REPORT since PostgreSQL 14), so the server turned read-only
 //     under it;
-//   - it is the first message of the answer to a lone simple Query outside
-//     a transaction block: the statement had no effect (PostgreSQL checks
-//     for a read-only transaction before it writes), its implicit
-//     transaction is aborted, and nothing of it reached the client.
+//   - the request is one Query or one batch up to a Sync, outside a
+//     transaction block, and nothing of its answer reached the client:
+//     nothing ran before the refused statement (it would have answered
+//     CommandComplete or rows first), the refused statement had no effect
+//     (PostgreSQL checks for a read-only transaction before it writes), and
+//     the implicit transaction is aborted.
 //
-// The extended protocol is not covered: its ParseComplete and BindComplete
-// were forwarded before the refusal.
+// The answer's ParseComplete, BindComplete and descriptions, which come
+// before the refusal in the extended protocol, are kept back meanwhile
+// (serverToClient, heldPrelude).
 func (s *session) hidesFenceRejection(body []byte) bool {
 	if s.sinceReady != 1 || s.asksReadOnly() {
 		return false
@@ -639,7 +642,7 @@ func (s *session) hidesFenceRejection(body []byte) bool {
 	if string(code) != codeReadOnlySQLTransaction || string(severity) != "ERROR" {
 		return false
 	}
-	return s.track.refusedByServerReadOnly()
+	return s.track.refusableByFence()
 }
 
 // --- moving ---

@@ -88,6 +88,9 @@ type session struct {
 	// sinceReady counts back-end messages forwarded since the last
 	// ReadyForQuery (serverToClient only; read after it stopped).
 	sinceReady int
+	// held is the start of an answer serverToClient keeps back (at most
+	// maxHeldPrelude bytes; serverToClient only).
+	held []byte
 	// fenceRefusal is the 25006 ErrorResponse serverToClient kept from the
 	// client (hidesFenceRejection), for recoverLost; empty otherwise.
 	fenceRefusal []byte

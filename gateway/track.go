@@ -463,18 +463,31 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 	clear(t.portals)
 }
 
-// refusedByServerReadOnly reports whether a read-only refusal now answering
-// the request in flight can only be the server's doing (see
-// session.hidesFenceRejection): one simple Query outside a transaction
-// block, in a session the server last reported as not read-only.
-func (t *tracker) refusedByServerReadOnly() bool {
+// refusableByFence reports whether a read-only refusal answering the
+// request in flight could only be the server's doing, and the request be
+// sent again whole (see session.hidesFenceRejection): one request (one
+// Sync or Query) outside a transaction block, in a session the server
+// last reported as not read-only, that may write (a refusal of a plain
+// read is not worth keeping the answer's start back for).
+func (t *tracker) refusableByFence() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.lost || t.txStatus != 'I' || t.inFlight != 1 || t.reported["default_transaction_read_only"] != "off" {
+	if t.lost || t.copy || t.txStatus != 'I' || t.inFlight != 1 {
 		return false
 	}
-	e := t.front()
-	return e != nil && e.kind == expStmt
+	for i := t.head; i < len(t.queue); i++ {
+		write := false
+		switch e := &t.queue[i]; e.kind {
+		case expStmt:
+			write = e.st.Kind != sqlclass.Read
+		case expExecute:
+			write = e.stmt == nil || e.stmt.class.Kind != sqlclass.Read
+		}
+		if write {
+			return t.reported["default_transaction_read_only"] == "off"
+		}
+	}
+	return false
 }
 
 // --- client → server ---
