@@ -735,3 +735,49 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 		t.Errorf("migration counters %+v, want %d re-runs and no error", d, len(writers))
 	}
 }
+
+// TestFenceTerminateIsHidden: a primary's fence ends its sessions with the
+// same FATAL as an administrator's pg_terminate_backend. A gateway that
+// still sees that primary as healthy (its lease lapsed behind a partition
+// that leaves this gateway connected to it) tells them apart by the server
+// being read-only now: the session waits for a primary that serves writes
+// and goes on, instead of ending with 57P01. (An administrator's terminate
+// of a healthy primary still ends it: TestGateway/pgx.)
+func TestFenceTerminateIsHidden(t *testing.T) {
+	t.Parallel()
+	pg := startPostgres(t, testutil.Addr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	super := pg.superConn(t, ctx)
+	defer super.Close(context.Background())
+	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	conn := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	mustExec(t, ctx, conn, "SET application_name = 'kept across the fence'")
+	var pid, pidAfter uint32
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+
+	setFence(t, ctx, super, true)
+	mustExec(t, ctx, super, fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid))
+	done := make(chan error, 1)
+	go func() { done <- conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidAfter) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the session's next query was answered while the primary was fenced (%v), want it held", err)
+	case <-time.After(time.Second):
+	}
+	setFence(t, ctx, super, false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the session after the fence lifted: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the held query was never answered")
+	}
+	if pidAfter == pid {
+		t.Fatalf("still on back end %d, which was terminated", pid)
+	}
+	checkShow(t, ctx, conn, "application_name", "kept across the fence")
+}

@@ -600,8 +600,9 @@ func errorFields(body []byte) (severity, code, msg []byte) {
 // hidesShutdown decides whether a back end's shutdown FATAL is kept from
 // the client so the session can move: always for a crash or an immediate
 // shutdown; for "administrator command" (fast shutdown or
-// pg_terminate_backend) only while the primary is in doubt or changed, so an
-// administrator's terminate on a healthy primary still ends the session.
+// pg_terminate_backend) while the primary is in doubt or changed, or when
+// the server turns out to be fenced or shutting down (stoppedServing), so
+// an administrator's terminate on a healthy primary still ends the session.
 func (s *session) hidesShutdown(be *backend, body []byte) bool {
 	shutdown, maybeTerminate := isShutdownFatal(body)
 	if !shutdown {
@@ -611,7 +612,34 @@ func (s *session) hidesShutdown(be *backend, body []byte) bool {
 		return true
 	}
 	v := s.g.currentView()
-	return v == nil || !v.writable() || v.target.Epoch != be.target.Epoch
+	if v == nil || !v.writable() || v.target.Epoch != be.target.Epoch {
+		return true
+	}
+	return s.stoppedServing(be.target)
+}
+
+// fenceProbeTimeout bounds stoppedServing's connection attempt.
+const fenceProbeTimeout = 2 * time.Second
+
+// stoppedServing tells a primary's own fence, or a fast shutdown, from an
+// administrator's pg_terminate_backend, which PostgreSQL words alike, while
+// this gateway still sees the primary as healthy: its lease lapsed behind a
+// partition that leaves this gateway connected to it (the agent's fence
+// turns the server read-only before it ends the sessions), or the agent is
+// restarting it. It opens a connection as the session: refused (shutting
+// down), or read-only by default when the client did not ask for that,
+// means the server stopped serving writes. Called only for such a FATAL,
+// so the extra connection is rare.
+func (s *session) stoppedServing(t Target) bool {
+	ctx, cancel := context.WithTimeout(s.g.ctx, fenceProbeTimeout)
+	defer cancel()
+	be, err := s.g.dialBackend(ctx, t, s.params, s.auth)
+	if err != nil {
+		var berr *backendError
+		return !errors.As(err, &berr) || berr.msg.Code == codeCannotConnectNow || berr.msg.Code == codeAdminShutdown
+	}
+	defer be.conn.Close()
+	return !s.asksReadOnly() && be.params["default_transaction_read_only"] == "on"
 }
 
 // hidesFenceRejection decides whether a write refused with 25006 (read-only
