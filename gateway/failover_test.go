@@ -680,6 +680,7 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 		4: connect(pgx.QueryExecModeExec),
 	}
 	ownReadOnly, inBlock := connect(pgx.QueryExecModeSimpleProtocol), connect(pgx.QueryExecModeSimpleProtocol)
+	characteristics := connect(pgx.QueryExecModeCacheStatement)
 	mustExec(t, ctx, ownReadOnly, "CREATE TABLE fence_rerun (x int)")
 	for x, conn := range writers {
 		if _, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", -x); err != nil {
@@ -687,9 +688,21 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 		}
 	}
 	mustExec(t, ctx, ownReadOnly, "SET default_transaction_read_only = on")
+	mustExec(t, ctx, characteristics, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 	before := g.MigrationStats()
 
 	setFence(t, ctx, super, true)
+	for x, conn := range writers {
+		if x%2 == 0 {
+			// A read first: the back end applies the reload and reports
+			// default_transaction_read_only=on with its answer, before
+			// the write is refused.
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+				t.Fatalf("a read on the fenced primary: %v", err)
+			}
+		}
+	}
 	done := make(chan error, len(writers))
 	for x, conn := range writers {
 		go func() {
@@ -699,6 +712,8 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	}
 	_, err := ownReadOnly.Exec(ctx, "INSERT INTO fence_rerun VALUES (100)")
 	wantCode(t, "a write in a session the client made read-only", err, "25006")
+	_, err = characteristics.Exec(ctx, "INSERT INTO fence_rerun VALUES (102)")
+	wantCode(t, "a write in a session the client made read-only by its characteristics", err, "25006")
 	mustExec(t, ctx, inBlock, "BEGIN")
 	_, err = inBlock.Exec(ctx, "INSERT INTO fence_rerun VALUES (101)")
 	wantCode(t, "a write in a transaction block", err, "25006")

@@ -649,9 +649,9 @@ func (s *session) stoppedServing(t Target) bool {
 // arrives in between is refused although nothing about it was wrong. Only
 // when the refusal can be the fence's and the request can be re-run whole:
 //   - the client did not ask for read-only transactions (startup options,
-//     or a SET the server reported: default_transaction_read_only is
-//     GUC_REPORT since PostgreSQL 14), so the server turned read-only
-//     under it;
+//     or a SET of default_transaction_read_only or of the session
+//     characteristics), so the server turned read-only under it: no
+//     session starts on a read-only primary (notServing);
 //   - the request is one Query or one batch up to a Sync, outside a
 //     transaction block, and nothing of its answer reached the client:
 //     nothing ran before the refused statement (it would have answered

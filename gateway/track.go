@@ -466,9 +466,12 @@ func (t *tracker) finishLost(txStatus byte, committed bool) {
 // refusableByFence reports whether a read-only refusal answering the
 // request in flight could only be the server's doing, and the request be
 // sent again whole (see session.hidesFenceRejection): one request (one
-// Sync or Query) outside a transaction block, in a session the server
-// last reported as not read-only, that may write (a refusal of a plain
-// read is not worth keeping the answer's start back for).
+// Sync or Query) outside a transaction block, that may write (a refusal of
+// a plain read is not worth keeping the answer's start back for), in a
+// session whose client never made it read-only with SET. (The server's own
+// ParameterStatus does not tell: a back end reports the fence's change at
+// the end of the first command after the reload, which may have been a
+// read that succeeded.)
 func (t *tracker) refusableByFence() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -484,7 +487,9 @@ func (t *tracker) refusableByFence() bool {
 			write = e.stmt == nil || e.stmt.class.Kind != sqlclass.Read
 		}
 		if write {
-			return t.reported["default_transaction_read_only"] == "off"
+			_, dtro := t.settings["default_transaction_read_only"]
+			_, chars := t.settings["session characteristics"]
+			return !dtro && !chars
 		}
 	}
 	return false
