@@ -631,6 +631,9 @@ const fenceProbeTimeout = 2 * time.Second
 // means the server stopped serving writes. Called only for such a FATAL,
 // so the extra connection is rare.
 func (s *session) stoppedServing(t Target) bool {
+	if s.g.ctx.Err() != nil {
+		return false // this gateway is closing: the session ends anyway, with the server's word
+	}
 	ctx, cancel := context.WithTimeout(s.g.ctx, fenceProbeTimeout)
 	defer cancel()
 	be, err := s.g.dialBackend(ctx, t, s.params, s.auth)
