@@ -796,3 +796,45 @@ func TestFenceTerminateIsHidden(t *testing.T) {
 	}
 	checkShow(t, ctx, conn, "application_name", "kept across the fence")
 }
+
+// TestRoleReadOnlyIsServed: a role made read-only by its own setting (ALTER
+// ROLE ... SET default_transaction_read_only = on, a common way to give
+// reports a read-only login) reports default_transaction_read_only=on like
+// a fenced primary does. Its sessions are served, not held as if the
+// primary were fenced, and its writes get 25006 at once.
+func TestRoleReadOnlyIsServed(t *testing.T) {
+	t.Parallel()
+	pg := startPostgres(t, testutil.Addr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	super := pg.superConn(t, ctx)
+	defer super.Close(context.Background())
+	const pw = "reporter pässword"
+	mustExec(t, ctx, super, "CREATE ROLE reporter LOGIN PASSWORD '"+pw+"'")
+	mustExec(t, ctx, super, "ALTER ROLE reporter SET default_transaction_read_only = on")
+	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	alice := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
+	mustExec(t, ctx, alice, "CREATE TABLE reported (x int)")
+	mustExec(t, ctx, alice, "GRANT SELECT, INSERT ON reported TO reporter")
+
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	reporter, err := pgx.Connect(cctx, g.dsn("reporter", pw, "alice", "sslmode=disable"))
+	if err != nil {
+		t.Fatalf("a session of a read-only role (held as if the primary were fenced?): %v", err)
+	}
+	defer reporter.Close(context.Background())
+	var n int
+	if err := reporter.QueryRow(ctx, "SELECT count(*) FROM reported").Scan(&n); err != nil {
+		t.Fatalf("a read of the read-only role: %v", err)
+	}
+	_, err = reporter.Exec(ctx, "INSERT INTO reported VALUES (1)")
+	wantCode(t, "a write of the read-only role", err, "25006")
+	before := g.MigrationStats()
+	setFence(t, ctx, super, true)
+	_, err = reporter.Exec(ctx, "INSERT INTO reported VALUES (2)")
+	wantCode(t, "a write of the read-only role on a fenced primary", err, "25006")
+	if d := g.MigrationStats().sub(before); d.Rerun != 0 {
+		t.Errorf("a refusal the role asked for was re-run: %+v", d)
+	}
+}

@@ -1168,9 +1168,16 @@ func (s *session) attempt(target Target, prepare func(*backend)) (*backend, erro
 	return be, nil
 }
 
-// asksReadOnly reports that the client itself asked for read-only
-// transactions in its start-up parameters.
+// asksReadOnly reports that the session is read-only by its own choice:
+// the client's start-up parameters, or its role's or database's setting
+// (roleReadOnly).
 func (s *session) asksReadOnly() bool {
+	return s.roleReadOnly || s.clientAsksReadOnly()
+}
+
+// clientAsksReadOnly reports that the client itself asked for read-only
+// transactions in its start-up parameters.
+func (s *session) clientAsksReadOnly() bool {
 	return s.params["default_transaction_read_only"] != "" ||
 		strings.Contains(s.params["options"], "default_transaction_read_only")
 }

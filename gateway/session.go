@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -91,6 +92,9 @@ type session struct {
 	// held is the start of an answer serverToClient keeps back (at most
 	// maxHeldPrelude bytes; serverToClient only).
 	held []byte
+	// roleReadOnly: the session is read-only by its role's or database's
+	// setting (notServing), which asksReadOnly counts as the client's.
+	roleReadOnly bool
 	// fenceRefusal is the 25006 ErrorResponse serverToClient kept from the
 	// client (hidesFenceRejection), for recoverLost; empty otherwise.
 	fenceRefusal []byte
@@ -536,15 +540,72 @@ func (s *session) connectPrimary(ctx context.Context) (*backend, error) {
 
 // notServing says why be, connected as a primary, must not take the
 // session: the server is still a standby, or a fenced primary (read-only
-// by default) while the client did not ask for read-only transactions.
+// by default) while the client did not ask for read-only transactions. A
+// session read-only by its role's or database's own setting (ALTER ROLE or
+// ALTER DATABASE ... SET default_transaction_read_only) is served like one
+// whose client asked: the server's fence is invisible behind that setting.
 func (s *session) notServing(be *backend) error {
 	if be.params["in_hot_standby"] == "on" {
 		return fmt.Errorf("%s (%s) is still a standby", be.target.Node, be.target.Addr)
 	}
-	if be.params["default_transaction_read_only"] == "on" && !s.asksReadOnly() {
-		return fmt.Errorf("%s (%s) is fenced (read-only)", be.target.Node, be.target.Addr)
+	if be.params["default_transaction_read_only"] != "on" {
+		s.roleReadOnly = false
+		return nil
 	}
-	return nil
+	if s.clientAsksReadOnly() {
+		return nil
+	}
+	source, err := queryValue(be, s.g.cfg.DialTimeout, readOnlySourceQuery)
+	if err != nil {
+		return fmt.Errorf("%s (%s) is read-only, and asking why failed: %w", be.target.Node, be.target.Addr, err)
+	}
+	switch source {
+	case "user", "database", "database user":
+		s.roleReadOnly = true
+		return nil
+	}
+	return fmt.Errorf("%s (%s) is fenced (read-only)", be.target.Node, be.target.Addr)
+}
+
+// readOnlySourceQuery asks where the session's default_transaction_read_only
+// comes from: "configuration file" for the agent's fence (ALTER SYSTEM),
+// "user", "database" or "database user" for a role's or database's own.
+const readOnlySourceQuery = "SELECT source FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only'"
+
+// queryValue runs a simple Query on a back end the session does not use
+// yet and returns the first column of its first row.
+func queryValue(be *backend, timeout time.Duration, q string) (string, error) {
+	buf, _ := (&pgproto3.Query{String: q}).Encode(nil)
+	be.conn.SetDeadline(time.Now().Add(timeout))
+	defer be.conn.SetDeadline(noDeadline)
+	if _, err := be.conn.Write(buf); err != nil {
+		return "", err
+	}
+	var value string
+	var qerr error
+	for {
+		typ, body, err := readStartupReply(be.r)
+		if err != nil {
+			return "", err
+		}
+		switch typ {
+		case 'D':
+			if value == "" && len(body) >= 6 {
+				if n := int(int32(binary.BigEndian.Uint32(body[2:6]))); n >= 0 && 6+n <= len(body) {
+					value = string(body[6 : 6+n])
+				}
+			}
+		case 'E':
+			var m pgproto3.ErrorResponse
+			if err := m.Decode(body); err == nil {
+				qerr = fmt.Errorf("%s: %s", m.Code, m.Message)
+			} else {
+				qerr = err
+			}
+		case 'Z':
+			return value, qerr
+		}
+	}
 }
 
 // leastLoaded returns the index of the target with the fewest sessions on
