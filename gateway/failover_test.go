@@ -569,13 +569,8 @@ func checkShow(t *testing.T, ctx context.Context, conn *pgx.Conn, name, want str
 // transactions itself is let through.
 func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	t.Parallel()
-	pg := startPostgres(t, testutil.Addr(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	super := pg.superConn(t, ctx)
-	defer super.Close(context.Background())
+	pg, ctx, super, g := newFenceFixture(t)
 	fence := func(on bool) { t.Helper(); setFence(t, ctx, super, on) }
-	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
 	short := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 300 * time.Millisecond })
 	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
 
@@ -613,6 +608,46 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	defer r.conn.Close(context.Background())
 	mustExec(t, ctx, r.conn, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)")
 	mustExec(t, ctx, r.conn, "INSERT INTO fenced_probe VALUES (1)")
+}
+
+// newFenceFixture starts a PostgreSQL, a superuser connection to it (for
+// setFence) and a gateway that holds requests up to 30 s; the context
+// bounds the test.
+func newFenceFixture(t *testing.T) (*pgServer, context.Context, *pgx.Conn, *testGateway) {
+	t.Helper()
+	pg := startPostgres(t, testutil.Addr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	super := pg.superConn(t, ctx)
+	t.Cleanup(func() { super.Close(context.Background()) })
+	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	return pg, ctx, super, g
+}
+
+// wantHeld fails if what, whose result done carries, is answered within a
+// second.
+func wantHeld(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s was answered (%v), want it held", what, err)
+	case <-time.After(time.Second):
+	}
+}
+
+// wantReleased waits for n results on done and fails on any error.
+func wantReleased(t *testing.T, ctx context.Context, done <-chan error, n int, what string) {
+	t.Helper()
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s: never answered", what)
+		}
+	}
 }
 
 // setFence turns the server read-only by default, and back, as the agent's
@@ -654,12 +689,7 @@ func setFence(t *testing.T, ctx context.Context, super *pgx.Conn, on bool) {
 // at once, and so does a write in a transaction block.
 func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	t.Parallel()
-	pg := startPostgres(t, testutil.Addr(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	super := pg.superConn(t, ctx)
-	defer super.Close(context.Background())
-	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	_, ctx, super, g := newFenceFixture(t)
 	connect := func(mode pgx.QueryExecMode) *pgx.Conn {
 		t.Helper()
 		cfg, err := pgx.ParseConfig(g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
@@ -718,22 +748,9 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	_, err = inBlock.Exec(ctx, "INSERT INTO fence_rerun VALUES (101)")
 	wantCode(t, "a write in a transaction block", err, "25006")
 	mustExec(t, ctx, inBlock, "ROLLBACK")
-	select {
-	case err := <-done:
-		t.Fatalf("a write on the fenced primary was answered (%v), want it held", err)
-	case <-time.After(time.Second):
-	}
+	wantHeld(t, done, "a write on the fenced primary")
 	setFence(t, ctx, super, false)
-	for range writers {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("a held write after the fence lifted: %v", err)
-			}
-		case <-ctx.Done():
-			t.Fatal("a held write was never answered")
-		}
-	}
+	wantReleased(t, ctx, done, len(writers), "a held write after the fence lifted")
 	for x, conn := range writers {
 		if _, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", 10*x); err != nil {
 			t.Fatalf("the session after the re-run: %v", err)
@@ -760,12 +777,7 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 // of a healthy primary still ends it: TestGateway/pgx.)
 func TestFenceTerminateIsHidden(t *testing.T) {
 	t.Parallel()
-	pg := startPostgres(t, testutil.Addr(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	super := pg.superConn(t, ctx)
-	defer super.Close(context.Background())
-	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
+	_, ctx, super, g := newFenceFixture(t)
 	conn := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 	mustExec(t, ctx, conn, "SET application_name = 'kept across the fence'")
 	var pid, pidAfter uint32
@@ -777,20 +789,9 @@ func TestFenceTerminateIsHidden(t *testing.T) {
 	mustExec(t, ctx, super, fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid))
 	done := make(chan error, 1)
 	go func() { done <- conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidAfter) }()
-	select {
-	case err := <-done:
-		t.Fatalf("the session's next query was answered while the primary was fenced (%v), want it held", err)
-	case <-time.After(time.Second):
-	}
+	wantHeld(t, done, "the session's next query on the fenced primary")
 	setFence(t, ctx, super, false)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the session after the fence lifted: %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatal("the held query was never answered")
-	}
+	wantReleased(t, ctx, done, 1, "the session's query after the fence lifted")
 	if pidAfter == pid {
 		t.Fatalf("still on back end %d, which was terminated", pid)
 	}
@@ -804,15 +805,10 @@ func TestFenceTerminateIsHidden(t *testing.T) {
 // primary were fenced, and its writes get 25006 at once.
 func TestRoleReadOnlyIsServed(t *testing.T) {
 	t.Parallel()
-	pg := startPostgres(t, testutil.Addr(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	super := pg.superConn(t, ctx)
-	defer super.Close(context.Background())
+	_, ctx, super, g := newFenceFixture(t)
 	const pw = "reporter pässword"
 	mustExec(t, ctx, super, "CREATE ROLE reporter LOGIN PASSWORD '"+pw+"'")
 	mustExec(t, ctx, super, "ALTER ROLE reporter SET default_transaction_read_only = on")
-	g := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 30 * time.Second })
 	alice := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 	mustExec(t, ctx, alice, "CREATE TABLE reported (x int)")
 	mustExec(t, ctx, alice, "GRANT SELECT, INSERT ON reported TO reporter")

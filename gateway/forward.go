@@ -510,13 +510,16 @@ func (s *session) serverToClient(be *backend) (mid bool, err error) {
 				w.Flush()
 				return false, errBackendShutdown
 			}
-			if typ == 'E' && movable && s.hidesFenceRejection(msg[5:]) {
-				// A fenced primary refused a write that did nothing:
-				// recoverLost sends it again once a primary serves writes.
-				s.fenceRefusal = append(s.fenceRefusal[:0], msg...)
-				s.sinceReady--
-				w.Flush()
-				return false, errFenceRefusal
+			if typ == 'E' && movable {
+				if refusal, hide := s.hidesFenceRejection(msg[5:]); hide {
+					// A fenced primary refused a write that did nothing:
+					// recoverLost sends it again once a primary serves
+					// writes.
+					s.fenceRefusal = refusal
+					s.sinceReady--
+					w.Flush()
+					return false, errFenceRefusal
+				}
 			}
 			if heldN > 0 {
 				if err := release(); err != nil {

@@ -646,7 +646,7 @@ func (s *session) stoppedServing(t Target) bool {
 }
 
 // hidesFenceRejection decides whether a write refused with 25006 (read-only
-// transaction) is kept from the client, to be held and sent again to a
+// transaction) is kept from the client (and returns the refusal's message), to be held and sent again to a
 // primary that serves writes (recoverLost). A primary that loses its lease
 // turns read-only before it ends its sessions (the fence), and a write that
 // arrives in between is refused although nothing about it was wrong. Only
@@ -665,15 +665,16 @@ func (s *session) stoppedServing(t Target) bool {
 // The answer's ParseComplete, BindComplete and descriptions, which come
 // before the refusal in the extended protocol, are kept back meanwhile
 // (serverToClient, heldPrelude).
-func (s *session) hidesFenceRejection(body []byte) bool {
+func (s *session) hidesFenceRejection(body []byte) (refusal string, hide bool) {
 	if s.sinceReady != 1 || s.asksReadOnly() {
-		return false
+		return "", false
 	}
-	severity, code, _ := errorFields(body)
-	if string(code) != codeReadOnlySQLTransaction || string(severity) != "ERROR" {
-		return false
+	severity, code, msg := errorFields(body)
+	if string(code) != codeReadOnlySQLTransaction || string(severity) != "ERROR" || len(msg) == 0 ||
+		!s.track.refusableByFence() {
+		return "", false
 	}
-	return s.track.refusableByFence()
+	return string(msg), true
 }
 
 // --- moving ---
@@ -713,12 +714,9 @@ func (s *session) moveIdle(old *backend) bool {
 // §6 says, and moves the session when it can be moved. rerun reports that
 // the request in flight was recorded whole.
 func (s *session) recoverLost(old *backend, rerun bool) bool {
-	refused, refusal := len(s.fenceRefusal) > 0, ""
-	if refused {
-		_, _, m := errorFields(s.fenceRefusal[5:])
-		refusal = string(m)
-		s.fenceRefusal = s.fenceRefusal[:0]
-	}
+	refusal := s.fenceRefusal
+	refused := refusal != ""
+	s.fenceRefusal = ""
 	if s.l.readOnly {
 		writeMessages(s.cw, errorMessage("FATAL", codeConnectionFailure,
 			fmt.Sprintf("the pgbattery gateway lost its connection to PostgreSQL on %s", old.target.Node)))

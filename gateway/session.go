@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -95,9 +94,9 @@ type session struct {
 	// roleReadOnly: the session is read-only by its role's or database's
 	// setting (notServing), which asksReadOnly counts as the client's.
 	roleReadOnly bool
-	// fenceRefusal is the 25006 ErrorResponse serverToClient kept from the
-	// client (hidesFenceRejection), for recoverLost; empty otherwise.
-	fenceRefusal []byte
+	// fenceRefusal is the message of the 25006 serverToClient kept from the
+	// client (hidesFenceRejection), for recoverLost; "" otherwise.
+	fenceRefusal string
 }
 
 // handleConn runs one client connection from accept to close.
@@ -555,7 +554,7 @@ func (s *session) notServing(be *backend) error {
 	if s.clientAsksReadOnly() {
 		return nil
 	}
-	source, err := queryValue(be, s.g.cfg.DialTimeout, readOnlySourceQuery)
+	source, err := queryOneValue(s.g.ctx, be, s.g.cfg.DialTimeout, readOnlySourceQuery)
 	if err != nil {
 		return fmt.Errorf("%s (%s) is read-only, and asking why failed: %w", be.target.Node, be.target.Addr, err)
 	}
@@ -571,42 +570,6 @@ func (s *session) notServing(be *backend) error {
 // comes from: "configuration file" for the agent's fence (ALTER SYSTEM),
 // "user", "database" or "database user" for a role's or database's own.
 const readOnlySourceQuery = "SELECT source FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only'"
-
-// queryValue runs a simple Query on a back end the session does not use
-// yet and returns the first column of its first row.
-func queryValue(be *backend, timeout time.Duration, q string) (string, error) {
-	buf, _ := (&pgproto3.Query{String: q}).Encode(nil)
-	be.conn.SetDeadline(time.Now().Add(timeout))
-	defer be.conn.SetDeadline(noDeadline)
-	if _, err := be.conn.Write(buf); err != nil {
-		return "", err
-	}
-	var value string
-	var qerr error
-	for {
-		typ, body, err := readStartupReply(be.r)
-		if err != nil {
-			return "", err
-		}
-		switch typ {
-		case 'D':
-			if value == "" && len(body) >= 6 {
-				if n := int(int32(binary.BigEndian.Uint32(body[2:6]))); n >= 0 && 6+n <= len(body) {
-					value = string(body[6 : 6+n])
-				}
-			}
-		case 'E':
-			var m pgproto3.ErrorResponse
-			if err := m.Decode(body); err == nil {
-				qerr = fmt.Errorf("%s: %s", m.Code, m.Message)
-			} else {
-				qerr = err
-			}
-		case 'Z':
-			return value, qerr
-		}
-	}
-}
 
 // leastLoaded returns the index of the target with the fewest sessions on
 // this gateway.
