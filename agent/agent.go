@@ -10,14 +10,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-metrics"
 
 	"github.com/pgbattery/pgbattery/agent/config"
+	"github.com/pgbattery/pgbattery/agent/procs"
 	"github.com/pgbattery/pgbattery/agent/version"
 	"github.com/pgbattery/pgbattery/gateway"
 	"github.com/pgbattery/pgbattery/gossip"
@@ -106,6 +109,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.telemetry.startCleanup(a.ctx)
+	a.startProcsSizer()
 
 	if err := a.startGossip(cfg); err != nil {
 		return err
@@ -161,6 +165,15 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.goRun("gossip-events", a.consumeGossipEvents)
 	return nil
+}
+
+// startProcsSizer sizes the Go scheduler to the agent's load (agent/procs)
+// and reports what is in force as the runtime.gomaxprocs gauge.
+func (a *Agent) startProcsSizer() {
+	metrics.SetGauge(gomaxprocsGauge, float32(runtime.GOMAXPROCS(0)))
+	sizer := procs.New(a.logger.Named("procs"))
+	sizer.Sampled = func(n int, _ procs.Load) { metrics.SetGauge(gomaxprocsGauge, float32(n)) }
+	a.goRun("procs", sizer.Run)
 }
 
 // goRun starts an owned goroutine: it gets the agent's context and

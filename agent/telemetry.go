@@ -35,6 +35,9 @@ type metricDef struct {
 
 // metricDefs is the catalogue of pgbattery's own metrics (names without the
 // metrics_prefix).
+// gomaxprocsGauge reports the Go scheduler's size (startProcsSizer).
+var gomaxprocsGauge = []string{"runtime", "gomaxprocs"}
+
 var metricDefs = slices.Concat([]metricDef{
 	{"counter", []string{"postgres", "crashes"}, "Times the node's PostgreSQL died without being asked to stop."},
 	{"counter", []string{"postgres", "hangs"}, "Times the node's PostgreSQL stopped answering for failover.postgres_hang_timeout and was killed."},
@@ -44,6 +47,7 @@ var metricDefs = slices.Concat([]metricDef{
 	{"counter", []string{"postgres", "action_errors"}, "Reconciler actions on the local PostgreSQL that failed (and are retried)."},
 	{"counter", []string{"postgres", "reinits"}, "Re-clones of this node's data requested with pgbattery reinit."},
 	{"summary", []string{"postgres", "switchover_drain_ms"}, "How long a switchover waited for running transactions on the old primary, in milliseconds."},
+	{"gauge", gomaxprocsGauge, "The Go scheduler's GOMAXPROCS: one while the agent's load fits in one core, the runtime's default above (agent/procs)."},
 	{"counter", []string{"http", "requests"}, "HTTP API requests served."},
 	{"counter", []string{"http", "rate_limited"}, "HTTP API requests refused with 429 (limits.http_max_rps)."},
 	{"counter", []string{"fsm", "apply", "undecodable"}, "Raft log entries this agent could not decode."},

@@ -29,6 +29,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgbattery/pgbattery/agent/procs"
 	"github.com/pgbattery/pgbattery/test/testutil"
 )
 
@@ -43,6 +46,16 @@ type benchTarget struct {
 	name string
 	host string
 	port string
+}
+
+// sizeProcsLikeAgent runs the agent's scheduler sizing (agent/procs) in
+// this process, which is the gateway's, until the test ends: the benchmark
+// measures the gateway as the agent runs it.
+func sizeProcsLikeAgent(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); procs.New(hclog.NewNullLogger()).Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 func TestGatewayBench(t *testing.T) {
@@ -63,6 +76,7 @@ func TestGatewayBench(t *testing.T) {
 	host := testutil.Addr(t)
 	pg := startPostgres(t, host, "max_connections=700", "shared_buffers=256MB")
 	g := startGateway(t, pg, host, func(c *Config) { c.ReadOnlyAddr = ""; c.Metrics = agentLikeMetrics(t) })
+	sizeProcsLikeAgent(t)
 	targets := []benchTarget{{"direct", host, "5433"}, {"gateway", host, "5432"}}
 	if bouncer := startPgBouncer(t, pg, host); bouncer != nil {
 		targets = append(targets, *bouncer)
@@ -120,7 +134,12 @@ func TestGatewayBench(t *testing.T) {
 	fmt.Fprintf(&rep, "pgbench -S (select-only), -s %s, -j 2 (1 at -c 1), %s per run, %d rounds alternating; median TPS\n", scale, duration, rounds)
 	fmt.Fprintf(&rep, "run: %s to %s UTC; load average (1/5/15 min) at start %s, at end %s\n",
 		started.UTC().Format("2006-01-02 15:04"), time.Now().UTC().Format("15:04"), loadStart, loadEnd)
-	fmt.Fprintf(&rep, "machine: %d CPUs (%s), PostgreSQL 15, everything on one host over loopback\n\n", runtime.NumCPU(), runtime.GOARCH)
+	fmt.Fprintf(&rep, "machine: %d CPUs (%s), PostgreSQL 15, everything on one host over loopback\n", runtime.NumCPU(), runtime.GOARCH)
+	if v, set := os.LookupEnv("GOMAXPROCS"); set {
+		fmt.Fprintf(&rep, "gateway: GOMAXPROCS=%s from the environment\n\n", v)
+	} else {
+		fmt.Fprintf(&rep, "gateway: GOMAXPROCS sized to the load as in the agent (agent/procs)\n\n")
+	}
 	fmt.Fprintf(&rep, "| mode | clients |")
 	for _, tg := range targets {
 		fmt.Fprintf(&rep, " %s |", tg.name)

@@ -232,8 +232,7 @@ func (s *session) clientToServer(be *backend) error {
 	bytesIn := &s.l.bytesIn
 	movable := !s.l.readOnly
 	for {
-		quiet := s.track.quiet()
-		if idle > 0 && r.Buffered() == 0 && quiet {
+		if idle > 0 && r.Buffered() == 0 && s.track.quiet() {
 			s.client.SetReadDeadline(time.Now().Add(idle))
 		}
 		if err := s.enterWait(); err != nil {
@@ -265,7 +264,7 @@ func (s *session) clientToServer(be *backend) error {
 
 		// The answer to the previous request may have come in while we
 		// waited: ask again.
-		if quiet = s.track.quiet(); quiet && movable && typ != 'X' {
+		if movable && typ != 'X' && s.track.quiet() {
 			// A new request. While the primary is in doubt it waits here,
 			// unread; it is recorded so it can be sent again if the back
 			// end is lost before answering (recoverLost).

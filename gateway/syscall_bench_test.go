@@ -49,6 +49,7 @@ func TestGatewaySyscalls(t *testing.T) {
 	host := testutil.Addr(t)
 	pg := startPostgres(t, host)
 	startGateway(t, pg, host, func(c *Config) { c.ReadOnlyAddr = ""; c.Metrics = agentLikeMetrics(t) })
+	sizeProcsLikeAgent(t)
 	targets := []benchTarget{{"direct", host, "5433"}, {"gateway", host, "5432"}}
 	pids := map[string]int{"gateway": os.Getpid()}
 	if bouncer := startPgBouncer(t, pg, host); bouncer != nil {
