@@ -3,10 +3,10 @@
 // Why: the gateway forwards one small request and its answer at a time for
 // most sessions, and each hop parks a goroutine and wakes it from the
 // netpoller. With idle Ps the runtime spins threads looking for work around
-// every such wake-up, on cores PostgreSQL needs: at one pgbench client,
-// GOMAXPROCS=1 gave the gateway PgBouncer's added latency (p50 +26..47 µs
-// against +45..53 µs with two Ps, docs/benchmarks.md). One P cannot carry a
-// busy gateway, though, so the agent runs on one P while its whole load fits
+// every such wake-up, on cores PostgreSQL needs: at one pgbench client, the
+// gateway on one P made 1-5 % more transactions a second than on two, level
+// with PgBouncer (docs/benchmarks.md). One P cannot carry a busy gateway,
+// though, so the agent runs on one P while its whole load fits
 // comfortably in one core and on the runtime's default (the CPU count or
 // the cgroup's limit) as soon as it does not.
 //
