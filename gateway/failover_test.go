@@ -565,12 +565,12 @@ func checkShow(t *testing.T, ctx context.Context, conn *pgx.Conn, name, want str
 // its synchronous standby: committed locally, never acknowledged, and
 // absent from the next primary (TestChaos_FlappingPartitions, seed 7: a
 // register read went back in time). The session waits for the fence to
-// lift, or for the hold timeout; a client that asks for read-only
-// transactions itself is let through.
+// lift, or for the hold timeout; so does a client that asks for read-only
+// transactions itself (TestRoleReadOnlyIsServed has more of those).
 func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	t.Parallel()
 	pg, ctx, super, g := newFenceFixture(t)
-	fence := func(on bool) { t.Helper(); setFence(t, ctx, super, on) }
+	fence := func(on bool) { t.Helper(); setFence(t, ctx, pg, super, on) }
 	short := startGateway(t, pg, testutil.Addr(t), func(c *Config) { c.HoldTimeout = 300 * time.Millisecond })
 	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
 
@@ -579,33 +579,41 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 		conn *pgx.Conn
 		err  error
 	}
-	connected := make(chan result, 1)
-	go func() {
-		c, err := pgx.Connect(ctx, dsn)
-		connected <- result{c, err}
-	}()
-	select {
-	case r := <-connected:
-		if r.conn != nil {
-			r.conn.Close(context.Background())
+	connect := func(dsn string) <-chan result {
+		connected := make(chan result, 1)
+		go func() {
+			c, err := pgx.Connect(ctx, dsn)
+			connected <- result{c, err}
+		}()
+		return connected
+	}
+	connected := connect(dsn)
+	roConnected := connect(dsn + " options='-c default_transaction_read_only=on'")
+	time.Sleep(time.Second)
+	for what, ch := range map[string]<-chan result{"a session": connected, "a session asking for read-only transactions": roConnected} {
+		select {
+		case r := <-ch:
+			if r.conn != nil {
+				r.conn.Close(context.Background())
+			}
+			t.Fatalf("%s was connected to a fenced primary (error %v)", what, r.err)
+		default:
 		}
-		t.Fatalf("a session was connected to a fenced primary (error %v)", r.err)
-	case <-time.After(time.Second):
 	}
 	_, err := pgx.Connect(ctx, short.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 	wantCode(t, "a new session to a fenced primary past the hold timeout", err, "57P03")
-	ro := connectPGX(t, dsn+" options='-c default_transaction_read_only=on'")
-	var n int
-	if err := ro.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
-		t.Fatalf("a client that asks for read-only transactions: %v", err)
-	}
 
 	fence(false)
-	r := <-connected
-	if r.err != nil {
-		t.Fatalf("the held session after the fence lifted: %v", r.err)
+	r, ro := <-connected, <-roConnected
+	if r.err != nil || ro.err != nil {
+		t.Fatalf("the held sessions after the fence lifted: %v; read-only: %v", r.err, ro.err)
 	}
 	defer r.conn.Close(context.Background())
+	defer ro.conn.Close(context.Background())
+	var n int
+	if err := ro.conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Fatalf("the read-only session after the fence lifted: %v", err)
+	}
 	mustExec(t, ctx, r.conn, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)")
 	mustExec(t, ctx, r.conn, "INSERT INTO fenced_probe VALUES (1)")
 }
@@ -650,16 +658,14 @@ func wantReleased(t *testing.T, ctx context.Context, done <-chan error, n int, w
 	}
 }
 
-// setFence turns the server read-only by default, and back, as the agent's
-// fence does (pgctl: ALTER SYSTEM, then a reload).
-func setFence(t *testing.T, ctx context.Context, super *pgx.Conn, on bool) {
+// setFence fences the server, or lifts the fence, with pgctl as the agent
+// does (the managed file, then a reload), and waits until super's session
+// has processed the reload.
+func setFence(t *testing.T, ctx context.Context, pg *pgServer, super *pgx.Conn, on bool) {
 	t.Helper()
-	q := "ALTER SYSTEM RESET default_transaction_read_only"
-	if on {
-		q = "ALTER SYSTEM SET default_transaction_read_only = on"
+	if err := pg.inst.SetFenced(ctx, on); err != nil {
+		t.Fatalf("setting the fence to %v: %v", on, err)
 	}
-	mustExec(t, ctx, super, q)
-	mustExec(t, ctx, super, "SELECT pg_reload_conf()")
 	// The postmaster signals every back end at once; when super's own
 	// sees the new value, the others have their signal too.
 	want := map[bool]string{true: "on", false: "off"}[on]
@@ -689,7 +695,7 @@ func setFence(t *testing.T, ctx context.Context, super *pgx.Conn, on bool) {
 // at once, and so does a write in a transaction block.
 func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	t.Parallel()
-	_, ctx, super, g := newFenceFixture(t)
+	pg, ctx, super, g := newFenceFixture(t)
 	connect := func(mode pgx.QueryExecMode) *pgx.Conn {
 		t.Helper()
 		cfg, err := pgx.ParseConfig(g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
@@ -721,7 +727,7 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	mustExec(t, ctx, characteristics, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 	before := g.MigrationStats()
 
-	setFence(t, ctx, super, true)
+	setFence(t, ctx, pg, super, true)
 	for x, conn := range writers {
 		if x%2 == 0 {
 			// A read first: the back end applies the reload and reports
@@ -749,7 +755,7 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 	wantCode(t, "a write in a transaction block", err, "25006")
 	mustExec(t, ctx, inBlock, "ROLLBACK")
 	wantHeld(t, done, "a write on the fenced primary")
-	setFence(t, ctx, super, false)
+	setFence(t, ctx, pg, super, false)
 	wantReleased(t, ctx, done, len(writers), "a held write after the fence lifted")
 	for x, conn := range writers {
 		if _, err := conn.Exec(ctx, "INSERT INTO fence_rerun VALUES ($1)", 10*x); err != nil {
@@ -772,40 +778,53 @@ func TestWriteRefusedByFenceIsRerun(t *testing.T) {
 // same FATAL as an administrator's pg_terminate_backend. A gateway that
 // still sees that primary as healthy (its lease lapsed behind a partition
 // that leaves this gateway connected to it) tells them apart by the server
-// being read-only now: the session waits for a primary that serves writes
-// and goes on, instead of ending with 57P01. (An administrator's terminate
-// of a healthy primary still ends it: TestGateway/pgx.)
+// being fenced now: the session waits for a primary that serves writes and
+// goes on, instead of ending with 57P01. So does a session whose client
+// asked for read-only transactions, which sees no difference in
+// default_transaction_read_only. (An administrator's terminate of a healthy
+// primary still ends the session: TestGateway/pgx.)
 func TestFenceTerminateIsHidden(t *testing.T) {
 	t.Parallel()
-	_, ctx, super, g := newFenceFixture(t)
-	conn := connectPGX(t, g.dsn("alice", alicePassword, "alice", "sslmode=disable"))
-	mustExec(t, ctx, conn, "SET application_name = 'kept across the fence'")
-	var pid, pidAfter uint32
-	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
+	pg, ctx, super, g := newFenceFixture(t)
+	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
+	conns := []*pgx.Conn{connectPGX(t, dsn), connectPGX(t, dsn+" options='-c default_transaction_read_only=on'")}
+	pids := make([]uint32, len(conns))
+	for i, conn := range conns {
+		mustExec(t, ctx, conn, "SET application_name = 'kept across the fence'")
+		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pids[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	setFence(t, ctx, super, true)
-	mustExec(t, ctx, super, fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid))
-	done := make(chan error, 1)
-	go func() { done <- conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidAfter) }()
-	wantHeld(t, done, "the session's next query on the fenced primary")
-	setFence(t, ctx, super, false)
-	wantReleased(t, ctx, done, 1, "the session's query after the fence lifted")
-	if pidAfter == pid {
-		t.Fatalf("still on back end %d, which was terminated", pid)
+	setFence(t, ctx, pg, super, true)
+	pidsAfter := make([]uint32, len(conns))
+	done := make(chan error, len(conns))
+	for i, conn := range conns {
+		mustExec(t, ctx, super, fmt.Sprintf("SELECT pg_terminate_backend(%d)", pids[i]))
+		go func() { done <- conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidsAfter[i]) }()
 	}
-	checkShow(t, ctx, conn, "application_name", "kept across the fence")
+	wantHeld(t, done, "the sessions' next query on the fenced primary")
+	setFence(t, ctx, pg, super, false)
+	wantReleased(t, ctx, done, len(conns), "the sessions' queries after the fence lifted")
+	for i, conn := range conns {
+		if pidsAfter[i] == pids[i] {
+			t.Fatalf("session %d still on back end %d, which was terminated", i, pids[i])
+		}
+		checkShow(t, ctx, conn, "application_name", "kept across the fence")
+	}
 }
 
 // TestRoleReadOnlyIsServed: a role made read-only by its own setting (ALTER
 // ROLE ... SET default_transaction_read_only = on, a common way to give
 // reports a read-only login) reports default_transaction_read_only=on like
 // a fenced primary does. Its sessions are served, not held as if the
-// primary were fenced, and its writes get 25006 at once.
+// primary were fenced, and its writes get 25006 at once. While the primary
+// really is fenced, new sessions of that role, and of clients that ask for
+// read-only transactions themselves, are held like any other: a fenced old
+// primary may show reads the next primary does not have.
 func TestRoleReadOnlyIsServed(t *testing.T) {
 	t.Parallel()
-	_, ctx, super, g := newFenceFixture(t)
+	pg, ctx, super, g := newFenceFixture(t)
 	const pw = "reporter pässword"
 	mustExec(t, ctx, super, "CREATE ROLE reporter LOGIN PASSWORD '"+pw+"'")
 	mustExec(t, ctx, super, "ALTER ROLE reporter SET default_transaction_read_only = on")
@@ -827,10 +846,29 @@ func TestRoleReadOnlyIsServed(t *testing.T) {
 	_, err = reporter.Exec(ctx, "INSERT INTO reported VALUES (1)")
 	wantCode(t, "a write of the read-only role", err, "25006")
 	before := g.MigrationStats()
-	setFence(t, ctx, super, true)
+	setFence(t, ctx, pg, super, true)
 	_, err = reporter.Exec(ctx, "INSERT INTO reported VALUES (2)")
 	wantCode(t, "a write of the read-only role on a fenced primary", err, "25006")
 	if d := g.MigrationStats().sub(before); d.Rerun != 0 {
 		t.Errorf("a refusal the role asked for was re-run: %+v", d)
 	}
+
+	done := make(chan error, 2)
+	for _, dsn := range []string{
+		g.dsn("reporter", pw, "alice", "sslmode=disable"),
+		g.dsn("alice", alicePassword, "alice", "sslmode=disable options='-c default_transaction_read_only=on'"),
+	} {
+		go func() {
+			conn, err := pgx.Connect(ctx, dsn)
+			if err == nil {
+				var n int
+				err = conn.QueryRow(ctx, "SELECT count(*) FROM reported").Scan(&n)
+				conn.Close(context.Background())
+			}
+			done <- err
+		}()
+	}
+	wantHeld(t, done, "a new read-only session on the fenced primary")
+	setFence(t, ctx, pg, super, false)
+	wantReleased(t, ctx, done, 2, "the read-only sessions after the fence lifted")
 }

@@ -42,6 +42,7 @@ type pgServer struct {
 	addr string // host:port
 	host string
 	dir  string
+	inst *pgctl.Instance
 }
 
 // startPostgres initdbs and starts PostgreSQL 15 on host:5433 with pgctl:
@@ -95,7 +96,7 @@ func startPostgres(t testing.TB, host string, settings ...string) *pgServer {
 		}
 	})
 
-	srv := &pgServer{addr: net.JoinHostPort(host, "5433"), host: host, dir: dir}
+	srv := &pgServer{addr: net.JoinHostPort(host, "5433"), host: host, dir: dir, inst: inst}
 	conn := srv.superConn(t, ctx)
 	defer conn.Close(context.Background())
 	for _, q := range []string{

@@ -627,9 +627,10 @@ const fenceProbeTimeout = 2 * time.Second
 // partition that leaves this gateway connected to it (the agent's fence
 // turns the server read-only before it ends the sessions), or the agent is
 // restarting it. It opens a connection as the session: refused (shutting
-// down), or read-only by default when the client did not ask for that,
-// means the server stopped serving writes. Called only for such a FATAL,
-// so the extra connection is rare.
+// down), or fenced, means the server stopped serving writes. Fenced is
+// read-only by default, or, for a session read-only by its own choice,
+// which sees that either way, the fence's own mark (readOnlySourceQuery).
+// Called only for such a FATAL, so the extra connection is rare.
 func (s *session) stoppedServing(t Target) bool {
 	if s.g.ctx.Err() != nil {
 		return false // this gateway is closing: the session ends anyway, with the server's word
@@ -642,7 +643,14 @@ func (s *session) stoppedServing(t Target) bool {
 		return !errors.As(err, &berr) || berr.msg.Code == codeCannotConnectNow || berr.msg.Code == codeAdminShutdown
 	}
 	defer be.conn.Close()
-	return !s.asksReadOnly() && be.params["default_transaction_read_only"] == "on"
+	if be.params["default_transaction_read_only"] != "on" {
+		return false
+	}
+	if !s.asksReadOnly() {
+		return true
+	}
+	source, err := queryOneValue(ctx, be, fenceProbeTimeout, readOnlySourceQuery)
+	return err == nil && source == "fenced"
 }
 
 // hidesFenceRejection decides whether a write refused with 25006 (read-only

@@ -542,7 +542,8 @@ func (s *session) connectPrimary(ctx context.Context) (*backend, error) {
 // by default) while the client did not ask for read-only transactions. A
 // session read-only by its role's or database's own setting (ALTER ROLE or
 // ALTER DATABASE ... SET default_transaction_read_only) is served like one
-// whose client asked: the server's fence is invisible behind that setting.
+// whose client asked; neither is while the server is fenced
+// (readOnlySourceQuery).
 func (s *session) notServing(be *backend) error {
 	if be.params["in_hot_standby"] == "on" {
 		return fmt.Errorf("%s (%s) is still a standby", be.target.Node, be.target.Addr)
@@ -551,12 +552,15 @@ func (s *session) notServing(be *backend) error {
 		s.roleReadOnly = false
 		return nil
 	}
-	if s.clientAsksReadOnly() {
-		return nil
-	}
 	source, err := queryOneValue(s.g.ctx, be, s.g.cfg.DialTimeout, readOnlySourceQuery)
 	if err != nil {
 		return fmt.Errorf("%s (%s) is read-only, and asking why failed: %w", be.target.Node, be.target.Addr, err)
+	}
+	if source == "fenced" {
+		return fmt.Errorf("%s (%s) is fenced (read-only)", be.target.Node, be.target.Addr)
+	}
+	if s.clientAsksReadOnly() {
+		return nil
 	}
 	switch source {
 	case "user", "database", "database user":
@@ -567,9 +571,15 @@ func (s *session) notServing(be *backend) error {
 }
 
 // readOnlySourceQuery asks where the session's default_transaction_read_only
-// comes from: "configuration file" for the agent's fence (ALTER SYSTEM),
-// "user", "database" or "database user" for a role's or database's own.
-const readOnlySourceQuery = "SELECT source FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only'"
+// comes from: "configuration file" for the agent's fence, "user",
+// "database" or "database user" for a role's or database's own. A role's
+// own setting hides the server's, so a fence also sets pgbattery.fenced
+// (pgctl.FenceMarker), which no role setting hides: then the answer is
+// "fenced", and a fenced old primary, which may show reads of commits the
+// next primary lacks (connectPrimary), gets no session of a read-only role
+// either.
+const readOnlySourceQuery = "SELECT CASE WHEN current_setting('pgbattery.fenced', true) = 'on' THEN 'fenced' " +
+	"ELSE source END FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only'"
 
 // leastLoaded returns the index of the target with the fewest sessions on
 // this gateway.

@@ -41,7 +41,15 @@ var reservedParameters = map[string]string{
 	"recovery_target_timeline":      "managed by pgbattery (follow)",
 	"synchronous_standby_names":     "managed by pgbattery (replication.mode)",
 	"default_transaction_read_only": "managed by pgbattery (fencing)",
+	FenceMarker:                     "managed by pgbattery (fencing)",
 }
+
+// FenceMarker is a placeholder setting the managed file carries with the
+// fence, 'on' or 'off'. default_transaction_read_only cannot tell a fenced
+// primary from a role or database made read-only with ALTER ROLE/DATABASE
+// ... SET: their own value hides the server's. This one every session sees,
+// so the gateway asks it before it lets such a session onto a primary.
+const FenceMarker = "pgbattery.fenced"
 
 // defaultParameters are pgbattery's defaults for a replicated cluster. A
 // key in postgres.parameters overrides them.
@@ -162,8 +170,10 @@ func (i *Instance) renderManagedConf(st dynamicState) []byte {
 	fmt.Fprintf(&b, "synchronous_standby_names = %s\n", quoteConfValue(st.SynchronousStandbyNames))
 	if st.Fenced {
 		b.WriteString("default_transaction_read_only = 'on'\n")
+		b.WriteString(FenceMarker + " = 'on'\n")
 	} else {
 		b.WriteString("default_transaction_read_only = 'off'\n")
+		b.WriteString(FenceMarker + " = 'off'\n")
 	}
 	fmt.Fprintf(&b, "primary_conninfo = %s\n", quoteConfValue(st.PrimaryConnInfo))
 	fmt.Fprintf(&b, "primary_slot_name = %s\n", quoteConfValue(st.PrimarySlotName))

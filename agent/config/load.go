@@ -367,6 +367,7 @@ var reservedParameters = map[string]string{
 	"primary_slot_name":             "the agent manages replication",
 	"recovery_target_timeline":      "the agent manages replication",
 	"default_transaction_read_only": "the agent uses it to fence an old primary",
+	"pgbattery.fenced":              "the agent uses it to mark a fenced primary",
 }
 
 var hbaTypes = map[string]bool{
