@@ -33,11 +33,11 @@ type metricDef struct {
 	help string
 }
 
-// metricDefs is the catalogue of pgbattery's own metrics (names without the
-// metrics_prefix).
 // gomaxprocsGauge reports the Go scheduler's size (startProcsSizer).
 var gomaxprocsGauge = []string{"runtime", "gomaxprocs"}
 
+// metricDefs is the catalogue of pgbattery's own metrics (names without the
+// metrics_prefix).
 var metricDefs = slices.Concat([]metricDef{
 	{"counter", []string{"postgres", "crashes"}, "Times the node's PostgreSQL died without being asked to stop."},
 	{"counter", []string{"postgres", "hangs"}, "Times the node's PostgreSQL stopped answering for failover.postgres_hang_timeout and was killed."},

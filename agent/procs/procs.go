@@ -39,6 +39,9 @@ type Load struct {
 	// pgbench clients the gateway uses about half a core on one P, yet
 	// most of its wake-ups wait; at one client none do.
 	Queued float64
+	// Wakeups is how many wake-ups the runtime timed in the sample (it
+	// times one in eight).
+	Wakeups uint64
 }
 
 // QueuedAfter is the wait for a P above which a wake-up counts as queued.
@@ -51,19 +54,27 @@ type Policy struct {
 	// On more Ps, Settle samples in a row below both bounds move to one P.
 	DownCPU, DownQueued float64
 	Settle              int
+	// Queued counts only in a sample with at least MinWakeups timed
+	// wake-ups: the few of an idle agent on a busy machine wait for a CPU,
+	// not for a P, and more Ps would not help them.
+	MinWakeups uint64
 }
 
 // DefaultPolicy leaves a wide band between the bounds so a steady load does
 // not flip the setting. Measured on the gateway (2 CPUs, pgbench -S): one
 // client costs ~0.3 core with no queued wake-ups; 2-4 clients queue 0-5 %;
-// 32 clients 0.5-0.6 core with 60-80 % queued, on one P or two.
-var DefaultPolicy = Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3}
+// 32 clients 0.5-0.6 core with 60-80 % queued, on one P or two. One client
+// makes ~1800 timed wake-ups a second, an idle agent a few dozen.
+var DefaultPolicy = Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3, MinWakeups: 200}
 
 // next returns the Ps for the next interval and the updated count of light
 // samples, given the current Ps, the default Ps and the last sample.
 func (p Policy) next(cur, def int, l Load, light int) (int, int) {
 	if def <= 1 {
 		return def, 0
+	}
+	if l.Wakeups < p.MinWakeups {
+		l.Queued = 0
 	}
 	if cur <= 1 {
 		if l.CPU > p.UpCPU || l.Queued > p.UpQueued {
@@ -208,6 +219,7 @@ func (m *meter) sample() (Load, error) {
 				queued += d
 			}
 		}
+		l.Wakeups = all
 		if all > 0 {
 			l.Queued = float64(queued) / float64(all)
 		}

@@ -12,22 +12,24 @@ import (
 )
 
 func TestPolicyNext(t *testing.T) {
-	p := Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3}
+	p := Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3, MinWakeups: 100}
 	cases := []struct {
 		name                 string
 		cur, def, light      int
 		load                 Load
 		wantProcs, wantLight int
 	}{
-		{"one CPU: nothing to size", 1, 1, 0, Load{3.0, 0.9}, 1, 0},
-		{"one P, light load: stays", 1, 4, 0, Load{0.6, 0.1}, 1, 0},
-		{"one P, busy: straight to the default", 1, 4, 0, Load{0.8, 0}, 4, 0},
-		{"one P, goroutines queue: to the default", 1, 4, 0, Load{0.5, 0.3}, 4, 0},
-		{"default, busy: stays", 4, 4, 2, Load{0.9, 0}, 4, 0},
-		{"default, queued: stays", 4, 4, 2, Load{0.3, 0.06}, 4, 0},
-		{"default, light: counts", 4, 4, 0, Load{0.3, 0.01}, 4, 1},
-		{"default, light long enough: one P", 4, 4, 2, Load{0.3, 0}, 1, 0},
-		{"a busy sample restarts the count", 4, 4, 2, Load{0.5, 0}, 4, 0},
+		{"one CPU: nothing to size", 1, 1, 0, Load{3.0, 0.9, 1000}, 1, 0},
+		{"one P, light load: stays", 1, 4, 0, Load{0.6, 0.1, 1000}, 1, 0},
+		{"one P, busy: straight to the default", 1, 4, 0, Load{0.8, 0, 1000}, 4, 0},
+		{"one P, goroutines queue: to the default", 1, 4, 0, Load{0.5, 0.3, 1000}, 4, 0},
+		{"one P, a few queued wake-ups do not count", 1, 4, 0, Load{0.01, 0.5, 20}, 1, 0},
+		{"default, busy: stays", 4, 4, 2, Load{0.9, 0, 1000}, 4, 0},
+		{"default, queued: stays", 4, 4, 2, Load{0.3, 0.06, 1000}, 4, 0},
+		{"default, light: counts", 4, 4, 0, Load{0.3, 0.01, 1000}, 4, 1},
+		{"default, idle with a few queued wake-ups: counts", 4, 4, 0, Load{0.01, 0.5, 20}, 4, 1},
+		{"default, light long enough: one P", 4, 4, 2, Load{0.3, 0, 1000}, 1, 0},
+		{"a busy sample restarts the count", 4, 4, 2, Load{0.5, 0, 1000}, 4, 0},
 	}
 	for _, c := range cases {
 		procs, light := p.next(c.cur, c.def, c.load, c.light)
@@ -52,7 +54,7 @@ func TestSizerFollowsLoad(t *testing.T) {
 	var resized []int
 	s := &Sizer{
 		Interval: 50 * time.Millisecond,
-		Policy:   Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3},
+		Policy:   Policy{UpCPU: 0.75, UpQueued: 0.2, DownCPU: 0.5, DownQueued: 0.05, Settle: 3, MinWakeups: 200},
 		Logger:   hclog.NewNullLogger(),
 		Sampled: func(procs int, _ Load) {
 			mu.Lock()
@@ -146,8 +148,8 @@ func TestMeterSeesQueuedGoroutines(t *testing.T) {
 	if l.Queued < 0.5 {
 		t.Fatalf("8 goroutines taking turns on one P: %.2f of wake-ups queued longer than %v, want most", l.Queued, QueuedAfter)
 	}
-	if l.CPU <= 0 {
-		t.Fatalf("CPU used %.2f, want > 0", l.CPU)
+	if l.Wakeups == 0 || l.CPU <= 0 {
+		t.Fatalf("load %+v: want timed wake-ups and CPU used", l)
 	}
 }
 
