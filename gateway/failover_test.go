@@ -575,47 +575,35 @@ func TestNewSessionHeldByFencedPrimary(t *testing.T) {
 	dsn := g.dsn("alice", alicePassword, "alice", "sslmode=disable")
 
 	fence(true)
-	type result struct {
-		conn *pgx.Conn
-		err  error
-	}
-	connect := func(dsn string) <-chan result {
-		connected := make(chan result, 1)
-		go func() {
-			c, err := pgx.Connect(ctx, dsn)
-			connected <- result{c, err}
-		}()
-		return connected
-	}
-	connected := connect(dsn)
-	roConnected := connect(dsn + " options='-c default_transaction_read_only=on'")
-	time.Sleep(time.Second)
-	for what, ch := range map[string]<-chan result{"a session": connected, "a session asking for read-only transactions": roConnected} {
-		select {
-		case r := <-ch:
-			if r.conn != nil {
-				r.conn.Close(context.Background())
-			}
-			t.Fatalf("%s was connected to a fenced primary (error %v)", what, r.err)
-		default:
-		}
-	}
+	done := make(chan error, 2)
+	sessionLater(ctx, dsn, done, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)", "INSERT INTO fenced_probe VALUES (1)")
+	sessionLater(ctx, dsn+" options='-c default_transaction_read_only=on'", done, "SELECT 1")
+	wantHeld(t, done, "a new session (or one asking for read-only transactions) on a fenced primary")
 	_, err := pgx.Connect(ctx, short.dsn("alice", alicePassword, "alice", "sslmode=disable"))
 	wantCode(t, "a new session to a fenced primary past the hold timeout", err, "57P03")
 
 	fence(false)
-	r, ro := <-connected, <-roConnected
-	if r.err != nil || ro.err != nil {
-		t.Fatalf("the held sessions after the fence lifted: %v; read-only: %v", r.err, ro.err)
-	}
-	defer r.conn.Close(context.Background())
-	defer ro.conn.Close(context.Background())
-	var n int
-	if err := ro.conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
-		t.Fatalf("the read-only session after the fence lifted: %v", err)
-	}
-	mustExec(t, ctx, r.conn, "CREATE TABLE IF NOT EXISTS fenced_probe (x int)")
-	mustExec(t, ctx, r.conn, "INSERT INTO fenced_probe VALUES (1)")
+	wantReleased(t, ctx, done, 2, "the held sessions after the fence lifted")
+}
+
+// sessionLater connects to dsn and runs sqls in the background; done gets
+// the first error, or nil.
+func sessionLater(ctx context.Context, dsn string, done chan<- error, sqls ...string) {
+	go func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close(context.Background())
+		for _, q := range sqls {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
 }
 
 // newFenceFixture starts a PostgreSQL, a superuser connection to it (for
@@ -854,20 +842,9 @@ func TestRoleReadOnlyIsServed(t *testing.T) {
 	}
 
 	done := make(chan error, 2)
-	for _, dsn := range []string{
-		g.dsn("reporter", pw, "alice", "sslmode=disable"),
-		g.dsn("alice", alicePassword, "alice", "sslmode=disable options='-c default_transaction_read_only=on'"),
-	} {
-		go func() {
-			conn, err := pgx.Connect(ctx, dsn)
-			if err == nil {
-				var n int
-				err = conn.QueryRow(ctx, "SELECT count(*) FROM reported").Scan(&n)
-				conn.Close(context.Background())
-			}
-			done <- err
-		}()
-	}
+	sessionLater(ctx, g.dsn("reporter", pw, "alice", "sslmode=disable"), done, "SELECT count(*) FROM reported")
+	sessionLater(ctx, g.dsn("alice", alicePassword, "alice", "sslmode=disable options='-c default_transaction_read_only=on'"),
+		done, "SELECT count(*) FROM reported")
 	wantHeld(t, done, "a new read-only session on the fenced primary")
 	setFence(t, ctx, pg, super, false)
 	wantReleased(t, ctx, done, 2, "the read-only sessions after the fence lifted")

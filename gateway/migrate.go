@@ -627,10 +627,9 @@ const fenceProbeTimeout = 2 * time.Second
 // partition that leaves this gateway connected to it (the agent's fence
 // turns the server read-only before it ends the sessions), or the agent is
 // restarting it. It opens a connection as the session: refused (shutting
-// down), or fenced, means the server stopped serving writes. Fenced is
-// read-only by default, or, for a session read-only by its own choice,
-// which sees that either way, the fence's own mark (readOnlySourceQuery).
-// Called only for such a FATAL, so the extra connection is rare.
+// down), or one notServing turns down (fenced, or a standby now), means the
+// server stopped serving writes. Called only for such a FATAL, so the extra
+// connection is rare.
 func (s *session) stoppedServing(t Target) bool {
 	if s.g.ctx.Err() != nil {
 		return false // this gateway is closing: the session ends anyway, with the server's word
@@ -643,19 +642,13 @@ func (s *session) stoppedServing(t Target) bool {
 		return !errors.As(err, &berr) || berr.msg.Code == codeCannotConnectNow || berr.msg.Code == codeAdminShutdown
 	}
 	defer be.conn.Close()
-	if be.params["default_transaction_read_only"] != "on" {
-		return false
-	}
-	if !s.asksReadOnly() {
-		return true
-	}
-	source, err := queryOneValue(ctx, be, fenceProbeTimeout, readOnlySourceQuery)
-	return err == nil && source == "fenced"
+	return s.notServing(be) != nil
 }
 
 // hidesFenceRejection decides whether a write refused with 25006 (read-only
-// transaction) is kept from the client (and returns the refusal's message), to be held and sent again to a
-// primary that serves writes (recoverLost). A primary that loses its lease
+// transaction) is kept from the client, to be held and sent again to a
+// primary that serves writes (recoverLost); it returns the refusal's
+// message for that. A primary that loses its lease
 // turns read-only before it ends its sessions (the fence), and a write that
 // arrives in between is refused although nothing about it was wrong. Only
 // when the refusal can be the fence's and the request can be re-run whole:

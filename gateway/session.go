@@ -556,14 +556,11 @@ func (s *session) notServing(be *backend) error {
 	if err != nil {
 		return fmt.Errorf("%s (%s) is read-only, and asking why failed: %w", be.target.Node, be.target.Addr, err)
 	}
-	if source == "fenced" {
-		return fmt.Errorf("%s (%s) is fenced (read-only)", be.target.Node, be.target.Addr)
-	}
-	if s.clientAsksReadOnly() {
+	switch {
+	case source == "fenced":
+	case s.clientAsksReadOnly():
 		return nil
-	}
-	switch source {
-	case "user", "database", "database user":
+	case source == "user" || source == "database" || source == "database user":
 		s.roleReadOnly = true
 		return nil
 	}

@@ -85,9 +85,7 @@ func TestSizerFollowsLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range def {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -98,7 +96,7 @@ func TestSizerFollowsLoad(t *testing.T) {
 					_ = i * i
 				}
 			}
-		}()
+		})
 	}
 	waitProcs(def, "busy")
 	close(stop)
@@ -128,16 +126,14 @@ func TestMeterSeesQueuedGoroutines(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for range 50 {
 				// ~100µs of work, then the P goes to the next in line.
 				for end := time.Now().Add(100 * time.Microsecond); time.Now().Before(end); {
 				}
 				runtime.Gosched()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	l, err := m.sample()
